@@ -1,0 +1,26 @@
+"""Database connections: autocommit connections with timeouts, and a health-checked pool."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+
+def connection_kwargs(*, lock_timeout_ms: int = 2_000, statement_timeout_ms: int = 30_000,
+                      application_name: str = "conveyor") -> dict:
+    # Autocommit: every transaction is an explicit `with conn.transaction()` block.
+    options = f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"
+    return {"autocommit": True, "options": options, "application_name": application_name,
+            "connect_timeout": 5}
+
+
+def connect(url: str, **kwargs: object) -> psycopg.Connection:
+    return psycopg.connect(url, **connection_kwargs(**kwargs))
+
+
+def make_pool(url: str, *, size: int = 2, name: str = "conveyor", **kwargs: object) -> ConnectionPool:
+    """A pool whose connections are checked before use, so a server restart is survived."""
+    return ConnectionPool(
+        url, min_size=1, max_size=size, kwargs=connection_kwargs(application_name=name, **kwargs),
+        check=ConnectionPool.check_connection, open=True, name=name, timeout=10,
+    )

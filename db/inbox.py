@@ -1,0 +1,24 @@
+"""The inbox: message ids already processed, so a redelivery has no second effect."""
+
+from __future__ import annotations
+
+import psycopg
+
+CLAIM = """
+INSERT INTO inbox (message_id, handler) VALUES (%s, %s)
+ON CONFLICT (message_id) DO NOTHING
+RETURNING 1
+"""
+SEEN = "SELECT message_id FROM inbox WHERE message_id = ANY(%s)"
+
+
+class Inbox:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def claim(self, message_id: str, *, handler: str) -> bool:
+        """Record the message as processed; False when it already was."""
+        return self._conn.execute(CLAIM, (message_id, handler)).fetchone() is not None
+
+    def seen(self, message_ids: list[str]) -> set[str]:
+        return {row[0] for row in self._conn.execute(SEEN, (message_ids,))}

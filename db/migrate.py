@@ -1,0 +1,151 @@
+"""Versioned SQL migrations: discovery, checksums, status and applying what is pending.
+
+Files in ``db/migrations`` follow Flyway's naming (``V001__create_inventory.sql``).
+Each pending file runs in its own transaction and is recorded with its checksum in
+``schema_history``. A transaction-level advisory lock serialises concurrent deploys,
+and an applied file whose checksum changed stops everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+
+from db.errors import MigrationError
+
+FILENAME = re.compile(r"^V(?P<version>\d+)__(?P<description>[A-Za-z0-9_]+)\.sql$")
+# Constant key for pg_advisory_xact_lock: "conveyor migrations".
+MIGRATION_LOCK_KEY = 0x636F6E766D6967
+
+HISTORY_DDL = """
+CREATE TABLE IF NOT EXISTS schema_history (
+    version      integer PRIMARY KEY,
+    description  text NOT NULL,
+    filename     text NOT NULL,
+    checksum     text NOT NULL,
+    applied_at   timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    filename: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    migration: Migration
+    applied_at: str | None
+    applied_checksum: str | None
+
+    @property
+    def status(self) -> str:
+        if self.applied_at is None:
+            return "pending"
+        return "applied" if self.applied_checksum == self.migration.checksum else "modified"
+
+
+def default_directory() -> Path:
+    return Path(str(resources.files("db") / "migrations"))
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    """Every migration file in version order; a malformed name or a duplicate version is an error."""
+    directory = directory or default_directory()
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = FILENAME.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file {path.name!r} does not match V<version>__<description>.sql")
+        version = int(match["version"])
+        if version in found:
+            raise MigrationError(f"two migration files share version {version}: {found[version].filename}, {path.name}")
+        found[version] = Migration(version, match["description"].replace("_", " "), path.name, path.read_text())
+    return [found[v] for v in sorted(found)]
+
+
+def status(database_url: str, *, directory: Path | None = None) -> list[MigrationState]:
+    migrations = discover(directory)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        applied = _applied(conn)
+    states = [_state(m, applied.get(m.version)) for m in migrations]
+    known = {m.version for m in migrations}
+    for version, (filename, _checksum, applied_at) in sorted(applied.items()):
+        if version not in known:
+            missing = Migration(version, "(file missing)", filename, "")
+            states.append(MigrationState(missing, applied_at, None))
+    return states
+
+
+def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
+    """Apply pending migrations; returns the file names applied (empty when up to date)."""
+    migrations = discover(directory)
+    applied_now: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(HISTORY_DDL)
+        for migration in migrations:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+                applied = _applied(conn)
+                _refuse_edited(migrations, applied)
+                if migration.version in applied:
+                    continue
+                conn.execute(migration.sql)
+                conn.execute(
+                    "INSERT INTO schema_history (version, description, filename, checksum)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (migration.version, migration.description, migration.filename, migration.checksum),
+                )
+                applied_now.append(migration.filename)
+    return applied_now
+
+
+def ensure_partitions(database_url: str, *, months_ahead: int = 3) -> list[str]:
+    """Create the order partitions for this month and the next ``months_ahead``."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT conveyor_create_order_partitions(now(), %s)", (months_ahead,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _applied(conn: psycopg.Connection) -> dict[int, tuple[str, str, str]]:
+    exists = conn.execute("SELECT to_regclass('schema_history') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return {}
+    rows = conn.execute(
+        "SELECT version, filename, checksum, applied_at::text FROM schema_history"
+    ).fetchall()
+    return {v: (f, c, a) for v, f, c, a in rows}
+
+
+def _refuse_edited(migrations: list[Migration], applied: dict[int, tuple[str, str, str]]) -> None:
+    for migration in migrations:
+        record = applied.get(migration.version)
+        if record and record[1] != migration.checksum:
+            raise MigrationError(
+                f"{migration.filename} was edited after it was applied "
+                f"(checksum {record[1][:12]} in the database, {migration.checksum[:12]} on disk); "
+                "add a new migration instead of changing an applied one"
+            )
+
+
+def _state(migration: Migration, record: tuple[str, str, str] | None) -> MigrationState:
+    if record is None:
+        return MigrationState(migration, None, None)
+    return MigrationState(migration, record[2], record[1])

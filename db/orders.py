@@ -1,0 +1,113 @@
+"""Orders: the registry that makes an order id unique, the order row, its lines and reservations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import psycopg
+
+REGISTER = """
+INSERT INTO order_registry (order_id, tenant_id, placed_at) VALUES (%s, %s, %s)
+ON CONFLICT (order_id) DO NOTHING
+RETURNING 1
+"""
+ENSURE_TENANT = "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+INSERT_ORDER = """
+INSERT INTO orders (order_id, placed_at, tenant_id, customer_id, currency, total, status,
+                    status_reason, source_message_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+INSERT_LINES = """
+INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, status, reason)
+SELECT %s, l.line_no, l.sku, l.quantity, l.unit_price, %s, l.reason
+FROM unnest(%s::int[], %s::text[], %s::int[], %s::numeric[], %s::text[])
+     AS l(line_no, sku, quantity, unit_price, reason)
+"""
+INSERT_RESERVATIONS = """
+INSERT INTO reservations (order_id, tenant_id, sku, quantity)
+SELECT %s, %s, r.sku, r.quantity FROM unnest(%s::text[], %s::int[]) AS r(sku, quantity)
+"""
+SHOW_ORDER = """
+SELECT o.order_id, o.tenant_id, o.customer_id, o.currency, o.total, o.status, o.status_reason,
+       o.placed_at, o.created_at, o.updated_at
+FROM orders o JOIN order_registry r ON r.order_id = o.order_id AND r.placed_at = o.placed_at
+WHERE o.order_id = %s
+"""
+SHOW_LINES = """
+SELECT line_no, sku, quantity, unit_price, status, reason FROM order_lines
+WHERE order_id = %s ORDER BY line_no
+"""
+SHOW_RESERVATIONS = """
+SELECT sku, quantity, state FROM reservations WHERE order_id = %s ORDER BY sku
+"""
+
+
+@dataclass(frozen=True)
+class NewLine:
+    line_no: int
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    order_id: UUID
+    tenant_id: str
+    customer_id: str
+    currency: str
+    total: Decimal
+    placed_at: datetime
+    status: str
+    status_reason: str | None
+    source_message_id: str
+    lines: list[NewLine]
+
+
+class OrderRepository:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def register(self, order_id: UUID, *, tenant_id: str, placed_at: datetime) -> bool:
+        """Claim the order id; False when an order with this id already exists."""
+        self._conn.execute(ENSURE_TENANT, (tenant_id, tenant_id))
+        return self._conn.execute(REGISTER, (order_id, tenant_id, placed_at)).fetchone() is not None
+
+    def add(self, order: NewOrder) -> None:
+        self._conn.execute(INSERT_ORDER, (
+            order.order_id, order.placed_at, order.tenant_id, order.customer_id, order.currency,
+            order.total, order.status, order.status_reason, order.source_message_id))
+        lines = order.lines
+        line_status = "RESERVED" if order.status == "RESERVED" else "REJECTED"
+        self._conn.execute(INSERT_LINES, (
+            order.order_id, line_status, [l.line_no for l in lines], [l.sku for l in lines],
+            [l.quantity for l in lines], [l.unit_price for l in lines], [l.reason for l in lines]))
+
+    def add_reservations(self, order_id: UUID, tenant_id: str, quantities: dict[str, int]) -> None:
+        skus = list(quantities)
+        self._conn.execute(INSERT_RESERVATIONS, (order_id, tenant_id, skus, [quantities[s] for s in skus]))
+
+    def show(self, order_id: UUID) -> dict | None:
+        row = self._conn.execute(SHOW_ORDER, (order_id,)).fetchone()
+        if row is None:
+            return None
+        keys = ("order_id", "tenant_id", "customer_id", "currency", "total", "status",
+                "status_reason", "placed_at", "created_at", "updated_at")
+        order = dict(zip(keys, row))
+        order["order_id"] = str(order["order_id"])
+        order["total"] = str(order["total"])
+        for key in ("placed_at", "created_at", "updated_at"):
+            order[key] = order[key].isoformat()
+        order["lines"] = [
+            {"line_no": n, "sku": s, "quantity": q, "unit_price": str(p), "status": st, "reason": r}
+            for n, s, q, p, st, r in self._conn.execute(SHOW_LINES, (order_id,))
+        ]
+        order["reservations"] = [
+            {"sku": s, "quantity": q, "state": st}
+            for s, q, st in self._conn.execute(SHOW_RESERVATIONS, (order_id,))
+        ]
+        return order

@@ -1,0 +1,23 @@
+"""Unit of work: one database transaction (or savepoint) and the repositories bound to it.
+
+Handlers receive a ``UnitOfWork`` and never see a connection; whoever opens it decides
+when it commits.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from db.inbox import Inbox
+from db.orders import OrderRepository
+from db.outbox import Outbox
+from db.stock import StockRepository
+
+
+class UnitOfWork:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.inbox = Inbox(conn)
+        self.stock = StockRepository(conn)
+        self.orders = OrderRepository(conn)
+        self.outbox = Outbox(conn)

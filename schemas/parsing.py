@@ -1,0 +1,88 @@
+"""Bytes to a validated pydantic model, refusing what JSON parsers usually let through.
+
+Order of checks: size, UTF-8, JSON (no duplicate keys, no NaN/Infinity, no floats —
+money travels as strings), control characters in strings, then the strict model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.errors import InvalidMessage
+
+Model = TypeVar("Model", bound=BaseModel)
+
+# C0 controls except tab/newline/carriage return, DEL and C1 controls; NUL also breaks PostgreSQL text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def parse_message(body: bytes, model: type[Model], *, max_bytes: int) -> Model:
+    document = load_json(body, max_bytes=max_bytes)
+    _refuse_control_characters(document, path="$")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidMessage("schema_violation", _summarise(exc)) from None
+
+
+def load_json(body: bytes, *, max_bytes: int) -> Any:
+    if len(body) > max_bytes:
+        raise InvalidMessage("too_large", f"body is {len(body)} bytes, limit is {max_bytes}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage("bad_encoding", f"body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_no_constants,
+            parse_float=_no_floats,
+        )
+    except InvalidMessage:
+        raise
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidMessage("not_json", str(exc)[:200]) from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise InvalidMessage("duplicate_key", f"key {key!r} appears more than once")
+        document[key] = value
+    return document
+
+
+def _no_constants(name: str) -> Any:
+    raise InvalidMessage("not_json", f"{name} is not valid JSON")
+
+
+def _no_floats(text: str) -> Any:
+    raise InvalidMessage("float_number", f"number {text[:40]} has a fraction; send money as a string")
+
+
+def _refuse_control_characters(value: Any, *, path: str) -> None:
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise InvalidMessage("control_character", f"{path} contains a control character")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_control_characters(key, path=f"{path} key")
+            _refuse_control_characters(item, path=f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_control_characters(item, path=f"{path}[{index}]")
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        location = ".".join(str(p) for p in error["loc"]) or "$"
+        parts.append(f"{location}: {error['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

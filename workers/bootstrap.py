@@ -1,0 +1,39 @@
+"""The one place that wires things together: which workers exist and how a process runs them."""
+
+from __future__ import annotations
+
+from workers import order_worker
+from workers.config import Settings
+from workers.relay import OutboxRelay
+from workers.runtime.spec import WorkerSpec
+from workers.runtime.supervisor import Supervisor
+from db.connection import make_pool
+
+WORKERS: dict[str, WorkerSpec] = {spec.name: spec for spec in (order_worker.SPEC,)}
+SERVICES = ("relay",)
+ALL = tuple(WORKERS) + SERVICES
+
+
+def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
+    unknown = sorted(set(names) - set(ALL))
+    if unknown:
+        raise ValueError(f"unknown worker(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+    pool = make_pool(settings.database_url, size=max(2, len(names) + 1), name="conveyor-workers",
+                     lock_timeout_ms=settings.lock_timeout_ms,
+                     statement_timeout_ms=settings.statement_timeout_ms)
+    supervisor = Supervisor(settings, pool)
+    for name in names:
+        if name in WORKERS:
+            supervisor.add_worker(WORKERS[name])
+        elif name == "relay":
+            supervisor.add_service("relay", OutboxRelay(settings, stop=supervisor.stop).run)
+    return supervisor
+
+
+def run(names: list[str], settings: Settings) -> int:
+    supervisor = build_supervisor(names or list(ALL), settings)
+    supervisor.install_signal_handlers()
+    try:
+        return supervisor.wait()
+    finally:
+        supervisor.pool.close()

@@ -1,0 +1,89 @@
+"""Runtime configuration: every ``CONVEYOR_*`` environment variable, validated once at start-up.
+
+A bad value stops start-up with one line naming the setting (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/conveyor"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+    prefetch: int = Field(default=100, ge=1, le=10_000)
+    batch_size: int = Field(default=20, ge=1, le=1_000)
+    batch_window_ms: int = Field(default=5, ge=0, le=10_000)
+
+    # Broker-side retry tiers (seconds); attempt n waits retry_delays[min(n-1, last)].
+    retry_delays: Annotated[tuple[int, ...], NoDecode] = (1, 5, 30)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    # In-process retries of a transient database error before going through the broker.
+    local_retries: int = Field(default=3, ge=0, le=20)
+    delivery_limit: int = Field(default=20, ge=1, le=1_000)
+
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=128 * 1024 * 1024)
+    heartbeat_seconds: int = Field(default=30, ge=0, le=600)
+    blocked_connection_timeout: float = Field(default=60.0, gt=0)
+    lock_timeout_ms: int = Field(default=2_000, ge=1)
+    statement_timeout_ms: int = Field(default=30_000, ge=1)
+
+    default_tenant: str = Field(default="default", min_length=1, max_length=64)
+    reservation_ttl_seconds: int = Field(default=15 * 60, ge=1)
+
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            if not parts or not all(p.isdigit() for p in parts):
+                raise ValueError("expected comma-separated whole seconds, e.g. 1,5,30")
+            return tuple(int(p) for p in parts)
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _delays_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("needs at least one delay, each > 0 seconds")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; raise ``ConfigError`` with one line per bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    name = "CONVEYOR_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+    return f"invalid setting {name}: {error['msg']}"

@@ -1,0 +1,58 @@
+"""structlog configuration: JSON off a TTY, readable on one; no local variables in
+tracebacks; passwords in URLs and customer fields redacted. Configure once at start-up."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import structlog
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I)
+REDACTED_KEYS = frozenset({"password", "customer_id", "email", "address", "phone", "body"})
+
+
+def redact_url(text: str) -> str:
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def _redact(_logger, _name, event: dict) -> dict:
+    for key, value in list(event.items()):
+        if key in REDACTED_KEYS:
+            event[key] = "***"
+        elif isinstance(value, str) and "://" in value:
+            event[key] = redact_url(value)
+    return event
+
+
+def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    )
+    exception_processor = (
+        # dict tracebacks without locals: locals would leak message bodies and DSNs
+        structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        if use_json else structlog.processors.format_exc_info
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            exception_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def get_logger(name: str = "conveyor"):
+    return structlog.get_logger(name)

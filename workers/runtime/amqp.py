@@ -1,0 +1,35 @@
+"""pika connection set-up: parameters from the URL plus heartbeat, blocked-connection
+timeout and a connection name; and the exceptions that mean "reconnect"."""
+
+from __future__ import annotations
+
+import pika
+import pika.exceptions
+
+from workers.config import Settings
+
+# Everything that means the connection or channel is gone and a new one is needed.
+CONNECTION_ERRORS = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    pika.exceptions.StreamLostError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    ConnectionError,
+    OSError,
+)
+
+
+def parameters(settings: Settings, *, name: str) -> pika.URLParameters:
+    params = pika.URLParameters(settings.amqp_url)
+    params.heartbeat = settings.heartbeat_seconds
+    # Without it, a publish during a broker memory/disk alarm waits forever.
+    params.blocked_connection_timeout = settings.blocked_connection_timeout
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.client_properties = {"connection_name": f"conveyor-{name}"}
+    return params
+
+
+def connect(settings: Settings, *, name: str) -> pika.BlockingConnection:
+    return pika.BlockingConnection(parameters(settings, name=name))

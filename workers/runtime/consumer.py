@@ -1,0 +1,190 @@
+"""The broker side of a worker: one pika ``BlockingConnection`` owned by one thread.
+
+It connects, declares the topology, consumes with manual acks and hands deliveries to
+the processor through a queue. Everything the processor wants done on the broker
+(publish a retry or DLQ copy with confirms, then ack) comes back through
+``add_callback_threadsafe``, so only this thread ever touches pika, and the I/O loop
+keeps turning (heartbeats flow) while handlers work. Each new channel is a new
+*generation*: settlements for an older one are dropped, because the broker redelivers
+those messages anyway and acking a dead channel's tag would close the new one.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pika.exceptions
+from pika.spec import BasicProperties
+
+from workers.config import Settings
+from workers.logging import get_logger
+from workers.runtime import amqp, topology
+from workers.runtime.envelope import Delivery
+from workers.runtime.spec import WorkerSpec
+
+log = get_logger("conveyor.consumer")
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Final word on one delivery: optionally publish a copy (retry tier or DLQ), then ack."""
+
+    delivery: Delivery
+    copy_to_queue: str | None = None
+    copy_properties: BasicProperties | None = None
+    requeue: bool = False  # give it back unprocessed (shutting down during an outage)
+
+
+class Consumer:
+    def __init__(self, spec: WorkerSpec, settings: Settings, *, inbound: queue.Queue,
+                 stop: threading.Event, declare: bool = True) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.inbound = inbound
+        self.stop = stop
+        self.declare = declare
+        self.generation = 0
+        self.cancelled = threading.Event()  # set once no more deliveries can arrive
+        self._connection = None
+        self._channel = None
+        self._in_flight: set[int] = set()
+        self._lock = threading.Lock()
+
+    # -- processor-facing API (any thread) -------------------------------------------------
+
+    def settle(self, generation: int, settlements: list[Settlement],
+               on_done: Callable[[list[Settlement]], None] | None = None) -> None:
+        """Ask the I/O thread to publish copies (confirmed) and ack; stale generations are dropped."""
+        connection = self._connection
+        if connection is None or generation != self.generation:
+            log.warning("settlement_dropped", worker=self.spec.name, count=len(settlements),
+                        reason="channel closed since delivery; the broker redelivers")
+            return
+        try:
+            connection.add_callback_threadsafe(lambda: self._settle_now(generation, settlements, on_done))
+        except Exception:  # connection already closed: same as a stale generation
+            log.warning("settlement_dropped", worker=self.spec.name, count=len(settlements),
+                        reason="connection closed")
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    # -- the I/O thread ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                self._serve_one_connection()
+                failures = 0
+            except amqp.CONNECTION_ERRORS as error:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                log.warning("broker_connection_lost", worker=self.spec.name, error=repr(error)[:300],
+                            retry_in_s=round(delay, 2))
+                self._forget_channel()
+                self.stop.wait(delay)
+        self._forget_channel()
+        self.cancelled.set()
+
+    def _serve_one_connection(self) -> None:
+        connection = amqp.connect(self.settings, name=self.spec.name)
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            if self.declare:
+                topology.declare_exchanges(channel)
+                topology.declare_worker(channel, self.spec, retry_delays=self.settings.retry_delays,
+                                        delivery_limit=self.settings.delivery_limit)
+            channel.basic_qos(prefetch_count=self.settings.prefetch)
+            with self._lock:
+                self.generation += 1
+                self._in_flight.clear()
+            self._connection, self._channel = connection, channel
+            tag = channel.basic_consume(self.spec.queue, on_message_callback=self._on_message)
+            log.info("consuming", worker=self.spec.name, queue=self.spec.queue,
+                     prefetch=self.settings.prefetch, generation=self.generation)
+            while not self.stop.is_set():
+                connection.process_data_events(time_limit=0.2)
+            self._drain(connection, channel, tag)
+        finally:
+            self._forget_channel()
+            if connection.is_open:
+                try:
+                    connection.close()
+                except amqp.CONNECTION_ERRORS:
+                    pass
+
+    def _drain(self, connection, channel, consumer_tag: str) -> None:
+        """Stop consuming, then let the processor finish and settle what it already holds."""
+        channel.basic_cancel(consumer_tag)
+        self.cancelled.set()
+        deadline = time.monotonic() + 30
+        while self.in_flight() and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.1)
+        log.info("drained", worker=self.spec.name, unsettled=self.in_flight())
+
+    def _on_message(self, channel, method, properties, body) -> None:
+        delivery = Delivery(self.generation, method.delivery_tag, method.exchange, method.routing_key,
+                            method.redelivered, properties, body)
+        with self._lock:
+            self._in_flight.add(method.delivery_tag)
+        self.inbound.put(delivery)
+
+    def _settle_now(self, generation: int, settlements: list[Settlement], on_done) -> None:
+        if generation != self.generation or self._channel is None:
+            return
+        channel = self._channel
+        for settlement in settlements:
+            if settlement.requeue:
+                self._requeue(channel, settlement.delivery.delivery_tag)
+        confirmed = [s.delivery.delivery_tag for s in settlements
+                     if not s.requeue and self._publish_copy(channel, s)]
+        self._ack(channel, confirmed)
+        if on_done is not None:
+            on_done(settlements)
+
+    def _publish_copy(self, channel, settlement: Settlement) -> bool:
+        """Publish the retry/DLQ copy (if any) and wait for the confirm; False puts the original back."""
+        if not settlement.copy_to_queue:
+            return True
+        try:
+            channel.basic_publish("", settlement.copy_to_queue, settlement.delivery.body,
+                                  properties=settlement.copy_properties, mandatory=True)
+            return True
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as error:
+            log.error("copy_not_confirmed", worker=self.spec.name, queue=settlement.copy_to_queue,
+                      error=repr(error)[:300])
+            self._requeue(channel, settlement.delivery.delivery_tag)
+            return False
+
+    def _requeue(self, channel, tag: int) -> None:
+        channel.basic_nack(tag, requeue=True)
+        with self._lock:
+            self._in_flight.discard(tag)
+
+    def _ack(self, channel, tags: list[int]) -> None:
+        """One multiple-ack when every outstanding tag up to the highest is settled here."""
+        if not tags:
+            return
+        settled, highest = set(tags), max(tags)
+        with self._lock:
+            gap = any(t < highest and t not in settled for t in self._in_flight)
+            self._in_flight.difference_update(settled)
+        if gap:
+            for tag in tags:
+                channel.basic_ack(tag)
+        else:
+            channel.basic_ack(highest, multiple=True)
+
+    def _forget_channel(self) -> None:
+        with self._lock:
+            self._connection = None
+            self._channel = None
+            self._in_flight.clear()

@@ -1,0 +1,91 @@
+"""Deliveries and their headers: what attempt this is, where it came from, and the
+properties of the retry and dead-letter copies (body and original properties untouched)."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pika.spec import BasicProperties
+
+H_ATTEMPTS = "x-conveyor-attempts"
+H_ORIGINAL_EXCHANGE = "x-conveyor-original-exchange"
+H_ORIGINAL_ROUTING_KEY = "x-conveyor-original-routing-key"
+H_ORIGINAL_QUEUE = "x-conveyor-original-queue"
+H_FIRST_FAILURE = "x-conveyor-first-failure-at"
+H_LAST_FAILURE = "x-conveyor-last-failure-at"
+H_ERROR_CLASS = "x-conveyor-error-class"
+H_ERROR_CODE = "x-conveyor-error-code"
+H_ERROR_MESSAGE = "x-conveyor-error-message"
+H_TRACEBACK = "x-conveyor-traceback"
+H_REASON = "x-conveyor-reason"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    generation: int          # which channel delivered it: acks for a dead channel are dropped
+    delivery_tag: int
+    exchange: str
+    routing_key: str
+    redelivered: bool
+    properties: BasicProperties
+    body: bytes
+
+    @property
+    def headers(self) -> dict:
+        return self.properties.headers or {}
+
+    @property
+    def previous_attempts(self) -> int:
+        value = self.headers.get(H_ATTEMPTS, 0)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    @property
+    def original_exchange(self) -> str:
+        return str(self.headers.get(H_ORIGINAL_EXCHANGE, self.exchange))
+
+    @property
+    def original_routing_key(self) -> str:
+        return str(self.headers.get(H_ORIGINAL_ROUTING_KEY, self.routing_key))
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: BaseException
+    code: str
+    reason: str
+
+
+def failure_properties(delivery: Delivery, failure: Failure, *, queue: str, attempts: int,
+                       now: datetime | None = None) -> BasicProperties:
+    """The original properties with failure headers added; used for retry and DLQ copies."""
+    stamp = (now or datetime.now(timezone.utc)).isoformat()
+    headers = dict(delivery.headers)
+    headers.setdefault(H_ORIGINAL_EXCHANGE, delivery.exchange)
+    headers.setdefault(H_ORIGINAL_ROUTING_KEY, delivery.routing_key)
+    headers.setdefault(H_ORIGINAL_QUEUE, queue)
+    headers.setdefault(H_FIRST_FAILURE, stamp)
+    headers.update({
+        H_ATTEMPTS: attempts,
+        H_LAST_FAILURE: stamp,
+        H_ERROR_CLASS: type(failure.error).__name__,
+        H_ERROR_CODE: failure.code,
+        H_ERROR_MESSAGE: str(failure.error)[:1000],
+        H_TRACEBACK: short_traceback(failure.error),
+        H_REASON: failure.reason,
+    })
+    source = delivery.properties
+    return BasicProperties(
+        content_type=source.content_type, content_encoding=source.content_encoding,
+        headers=headers, delivery_mode=2, priority=source.priority,
+        correlation_id=source.correlation_id, reply_to=source.reply_to,
+        message_id=source.message_id, timestamp=source.timestamp, type=source.type,
+        user_id=None, app_id=source.app_id,
+    )
+
+
+def short_traceback(error: BaseException, *, frames: int = 4) -> str:
+    """The last few frames, file:line function only: no local variables, no message bodies."""
+    summary = traceback.extract_tb(error.__traceback__)[-frames:]
+    return " | ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in summary)[:1000]

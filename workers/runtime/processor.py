@@ -1,0 +1,214 @@
+"""The database side of a worker: take a batch of deliveries, run their handlers in one
+transaction (a savepoint each, so one failure spares the others), commit, then settle.
+
+Order of events per batch: parse → lock every (tenant, SKU) of the batch in one sorted
+pass → per message: savepoint, inbox claim, handler → commit → for failures publish the
+retry or DLQ copy (confirmed) → ack. Nothing is acked before the commit it depends on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
+                      wait_random_exponential)
+
+from db.errors import is_transient, translate
+from db.locks import lock_stock
+from db.uow import UnitOfWork
+from schemas.errors import InvalidMessage
+from workers.config import Settings
+from workers.logging import get_logger
+from workers.runtime import failure, topology
+from workers.runtime.consumer import Consumer, Settlement
+from workers.runtime.envelope import Delivery, Failure, failure_properties
+from workers.runtime.messages import ParsedMessage, parse_delivery
+from workers.runtime.spec import WorkerSpec
+
+log = get_logger("conveyor.processor")
+
+
+@dataclass
+class Result:
+    parsed: ParsedMessage | None
+    delivery: Delivery
+    started: float
+    outcome: str | None = None
+    error: BaseException | None = None
+    abandoned: bool = False  # stopping during a database outage: hand it back untouched
+
+
+@dataclass
+class BatchStats:
+    """Counters the demo, the metrics and the tests read."""
+
+    processed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.processed += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class Processor:
+    def __init__(self, spec: WorkerSpec, settings: Settings, *, inbound: queue.Queue,
+                 consumer: Consumer, pool: ConnectionPool, stop: threading.Event) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.inbound = inbound
+        self.consumer = consumer
+        self.pool = pool
+        self.stop = stop
+        self.stats = BatchStats()
+        self.policy = failure.RetryPolicy(settings.max_attempts, settings.retry_delays)
+
+    def run(self) -> None:
+        while not (self.stop.is_set() and self.consumer.cancelled.is_set() and self.inbound.empty()):
+            batch = self._next_batch()
+            current = [d for d in batch if d.generation == self.consumer.generation]
+            if current:
+                self.process(current)
+
+    def _next_batch(self) -> list[Delivery]:
+        try:
+            first = self.inbound.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.batch_window_ms / 1000
+        while len(batch) < self.settings.batch_size:
+            try:
+                batch.append(self.inbound.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def process(self, batch: list[Delivery]) -> None:
+        started = time.perf_counter()
+        results = [self._parse(delivery, started) for delivery in batch]
+        runnable = [r for r in results if r.error is None]
+        if runnable:
+            self._run_transaction(runnable)
+        settlements = [self._settlement(r) for r in results]
+        self.consumer.settle(batch[0].generation, settlements)
+        for result in results:
+            self._log(result)
+
+    def _parse(self, delivery: Delivery, started: float) -> Result:
+        try:
+            return Result(parse_delivery(delivery, self.spec, settings=self.settings), delivery, started)
+        except InvalidMessage as error:
+            return Result(None, delivery, started, error=error)
+
+    def _run_transaction(self, results: list[Result]) -> None:
+        """Commit the batch, retrying contention locally and waiting out a database outage."""
+        outage_wait = 0.5
+        while True:
+            try:
+                for attempt in self._local_retries():
+                    with attempt:
+                        self._attempt(results)
+                return
+            except (RetryError, Exception) as error:  # noqa: BLE001 - classified below
+                error = _unwrap(error)
+                if _is_outage(error) and not self.stop.is_set():
+                    log.warning("database_unavailable", worker=self.spec.name, error=repr(error)[:300],
+                                retry_in_s=outage_wait)
+                    self.stop.wait(outage_wait)
+                    outage_wait = min(outage_wait * 2, 10.0)
+                    continue
+                if _is_outage(error):
+                    for result in results:
+                        result.abandoned = True
+                    return
+                for result in results:
+                    result.outcome, result.error = None, error
+                return
+
+    def _local_retries(self) -> Retrying:
+        return Retrying(
+            stop=stop_after_attempt(self.settings.local_retries + 1),
+            wait=wait_random_exponential(multiplier=0.02, max=0.5),
+            retry=retry_if_exception(lambda e: is_transient(e) and not _is_outage(e)),
+            reraise=True,
+        )
+
+    def _attempt(self, results: list[Result]) -> None:
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                lock_stock(conn, [pair for r in results for pair in r.parsed.lock_pairs])
+                for result in results:
+                    self._run_one(conn, result)
+
+    def _run_one(self, conn: psycopg.Connection, result: Result) -> None:
+        result.outcome, result.error = None, None
+        parsed = result.parsed
+        try:
+            with conn.transaction():  # a SAVEPOINT: this message's failure spares the batch
+                uow = UnitOfWork(conn)
+                if not uow.inbox.claim(parsed.context.message_id, handler=self.spec.name):
+                    result.outcome = "duplicate_message"
+                    return
+                result.outcome = parsed.route.handler(parsed.message, uow, parsed.context)
+        except psycopg.Error as error:
+            if is_transient(error) or conn.broken:
+                raise  # the whole transaction is suspect: retry the batch
+            result.error = translate(error)
+        except Exception as error:  # noqa: BLE001 - a handler bug must not stop the batch
+            result.error = error
+
+    # -- settling --------------------------------------------------------------------------
+
+    def _settlement(self, result: Result) -> Settlement:
+        if result.abandoned:
+            result.outcome = "requeued"
+            return Settlement(result.delivery, requeue=True)
+        if result.error is None:
+            self.stats.count(result.outcome or "ok")
+            return Settlement(result.delivery)
+        attempts = result.delivery.previous_attempts + 1
+        decision = failure.decide(failure.classify(result.error), attempts=attempts, policy=self.policy)
+        result.outcome = decision.action.value
+        self.stats.count(result.outcome)
+        target = (topology.retry_queue_name(self.spec.queue, decision.delay_seconds)
+                  if decision.action is failure.Action.RETRY_LATER else topology.dlq_name(self.spec.queue))
+        details = Failure(result.error, failure.error_code(result.error), decision.reason)
+        properties = failure_properties(result.delivery, details, queue=self.spec.queue, attempts=attempts)
+        return Settlement(result.delivery, target, properties)
+
+    def _log(self, result: Result) -> None:
+        delivery = result.delivery
+        fields = {
+            "worker": self.spec.name, "message_id": delivery.properties.message_id,
+            "routing_key": delivery.original_routing_key, "outcome": result.outcome,
+            "attempt": delivery.previous_attempts + 1,
+            "duration_ms": round((time.perf_counter() - result.started) * 1000, 2),
+        }
+        if result.parsed is not None:
+            fields["order_id"] = str(getattr(result.parsed.message, "order_id", "")) or None
+        if result.error is not None:
+            fields["error"] = f"{type(result.error).__name__}: {str(result.error)[:300]}"
+            log.warning("message_failed", **fields)
+        else:
+            log.info("message_processed", **fields)
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    if isinstance(error, RetryError) and error.last_attempt.failed:
+        return error.last_attempt.exception()
+    return error
+
+
+def _is_outage(error: BaseException) -> bool:
+    """The database as a whole is unreachable (not one transaction's contention)."""
+    if isinstance(error, PoolTimeout):
+        return True
+    return isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) in (
+        None, "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004")

@@ -1,0 +1,36 @@
+"""What a worker module hands the runtime: its queue, bindings and one route per message type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """What a handler may know about the delivery besides the message itself."""
+
+    message_id: str
+    routing_key: str
+    attempt: int
+    default_tenant: str
+
+
+@dataclass(frozen=True)
+class Route:
+    model: type[BaseModel]
+    # handler(message, uow, ctx) -> outcome label, run inside the caller's transaction
+    handler: Callable[[Any, Any, HandlerContext], str]
+    # (tenant, sku) pairs to lock before the batch runs; None when the handler locks itself
+    lock_pairs: Callable[[Any, HandlerContext], list[tuple[str, str]]] | None = None
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str
+    queue: str
+    bindings: tuple[tuple[str, str], ...]
+    routes: dict[str, Route] = field(default_factory=dict)
