@@ -139,6 +139,3 @@ def emit(args: argparse.Namespace, data: object, text: str) -> None:
     """Print JSON with --json, else the human text."""
     print(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

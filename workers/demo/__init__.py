@@ -1,0 +1,91 @@
+"""``conveyor demo``: the whole system on one machine, with a simulated shop and a summary.
+
+It finds PostgreSQL and RabbitMQ (CONVEYOR_* URLs if they answer, else containers, else
+throwaway local servers), gives the demo its own database and vhost, starts real worker
+processes, publishes orders with a progress bar, waits until every order is decided and
+prints accepted / rejected / oversold (must be 0), throughput and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from contextlib import ExitStack
+
+import pika
+
+from workers.demo import report
+from workers.demo.environment import DemoEnvironment
+from workers.demo.progress import Progress
+from workers.demo.shop import OutcomeListener, make_catalogue, make_order, publish_orders
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--orders", type=int, default=3000, help="orders to publish (default 3000)")
+    parser.add_argument("--skus", type=int, default=200, help="catalogue size (default 200)")
+    parser.add_argument("--hot-skus", type=int, default=3, help="SKUs most orders want (default 3)")
+    parser.add_argument("--hot-share", type=float, default=0.3,
+                        help="share of orders on the hot SKUs (default 0.3)")
+    parser.add_argument("--stock", type=int, default=40, help="units on hand per SKU (default 40)")
+    parser.add_argument("--processes", type=int, default=2, help="order-worker processes (default 2)")
+    parser.add_argument("--rate", type=float, default=0, help="orders/s to offer (default 0: flat out)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--use-env", action="store_true",
+                        help="use CONVEYOR_DATABASE_URL/AMQP_URL as they are (no fresh database/vhost)")
+    parser.add_argument("--keep", action="store_true", help="keep the demo database and vhost afterwards")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for decisions")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    catalogue = make_catalogue(rng, skus=args.skus, hot=min(args.hot_skus, args.skus), stock=args.stock)
+    orders = [make_order(rng, catalogue, hot_share=args.hot_share) for _ in range(args.orders)]
+    with ExitStack() as stack:
+        env = stack.enter_context(DemoEnvironment.open(args))
+        env.seed(catalogue)
+        listener = OutcomeListener(env.amqp_url)
+        listener.start()
+        stack.callback(listener.stop.set)
+        env.start_workers(processes=args.processes)
+        _say(f"publishing {len(orders)} orders to exchange 'orders'")
+        sent_at, publish_s = _publish(env.amqp_url, orders, rate=args.rate)
+        _wait_for_decisions(listener, len(orders), timeout=args.timeout)
+        summary = report.summarise(env, orders, catalogue, sent_at, listener.arrived,
+                                   publish_seconds=publish_s)
+        env.stop_workers()
+    print(json.dumps(summary, indent=2) if args.json else report.render(summary))
+    return 0 if summary["ok"] else 1
+
+
+def _publish(amqp_url: str, orders: list[dict], *, rate: float) -> tuple[dict[str, float], float]:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        progress = Progress("published", len(orders))
+        started = time.monotonic()
+        sent_at = publish_orders(channel, orders, rate=rate, on_published=progress.advance)
+        progress.close()
+        return sent_at, time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def _wait_for_decisions(listener: OutcomeListener, total: int, *, timeout: float) -> None:
+    progress = Progress("decided", total)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        done = len(listener.arrived)
+        progress.advance(done - progress.done)
+        if done >= total:
+            break
+        time.sleep(0.2)
+    progress.close()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,118 @@
+"""Where the demo runs: its servers, its own database and vhost, and the worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pika
+
+from db.connection import connect
+from db.migrate import ensure_partitions, migrate
+from db.stock import StockRepository
+from workers import devservices
+from workers.bootstrap import WORKERS
+from workers.config import load_settings
+from workers.runtime import topology
+
+
+@dataclass
+class DemoEnvironment:
+    database_url: str
+    amqp_url: str
+    log_dir: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    workers_started_at: float = 0.0
+
+    @classmethod
+    @contextmanager
+    def open(cls, args: argparse.Namespace) -> Iterator["DemoEnvironment"]:
+        with ExitStack() as stack:
+            database_url, amqp_url = _locate(args, stack)
+            env = cls(database_url, amqp_url, tempfile.mkdtemp(prefix="conveyor-demo-logs-"))
+            stack.callback(env.stop_workers)
+            env.prepare()
+            yield env
+
+    def prepare(self) -> None:
+        migrate(self.database_url)
+        ensure_partitions(self.database_url)
+        settings = load_settings(database_url=self.database_url, amqp_url=self.amqp_url)
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            channel = connection.channel()
+            topology.declare_exchanges(channel)
+            for spec in WORKERS.values():
+                topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
+                                        delivery_limit=settings.delivery_limit)
+        finally:
+            connection.close()
+
+    def seed(self, catalogue) -> None:
+        with connect(self.database_url) as conn, conn.transaction():
+            repo = StockRepository(conn)
+            for sku in catalogue.skus:
+                repo.set_on_hand("default", sku, catalogue.stock,
+                                 price=f"{catalogue.price_cents[sku] / 100:.2f}")
+        _say(f"seeded {len(catalogue.skus)} SKUs with {catalogue.stock} units each "
+             f"({len(catalogue.hot_skus)} hot)")
+
+    def start_workers(self, *, processes: int) -> None:
+        env = {**os.environ, "CONVEYOR_DATABASE_URL": self.database_url,
+               "CONVEYOR_AMQP_URL": self.amqp_url, "CONVEYOR_LOG_FORMAT": "json"}
+        commands = [["run", "orders"]] * processes + [["run", "relay"]]
+        for index, command in enumerate(commands):
+            log = open(os.path.join(self.log_dir, f"{command[1]}-{index}.log"), "wb")
+            self.processes.append(subprocess.Popen(
+                [sys.executable, "-m", "workers", *command], env=env, stdout=log, stderr=log))
+        self._wait_for_consumers("conveyor.orders", processes)
+        self.workers_started_at = time.monotonic()
+        _say(f"started {processes} order worker(s) and the relay; logs in {self.log_dir}")
+
+    def stop_workers(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    def _wait_for_consumers(self, queue: str, count: int, timeout: float = 30) -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            channel = connection.channel()
+            deadline = time.monotonic() + timeout
+            while channel.queue_declare(queue, passive=True).method.consumer_count < count:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
+                    raise RuntimeError(f"workers did not start; see the logs in {self.log_dir}")
+                time.sleep(0.1)
+        finally:
+            connection.close()
+
+
+def _locate(args: argparse.Namespace, stack: ExitStack) -> tuple[str, str]:
+    if args.use_env:
+        settings = args.settings
+        return settings.database_url, settings.amqp_url
+    services = stack.enter_context(devservices.provide_services(log=_say))
+    if args.keep:
+        return (devservices.create_database(services, prefix="conveyor_demo"),
+                devservices.create_vhost(services, prefix="conveyor-demo"))
+    database_url = stack.enter_context(devservices.fresh_database(services, prefix="conveyor_demo"))
+    amqp_url = stack.enter_context(devservices.fresh_vhost(services, prefix="conveyor-demo"))
+    return database_url, amqp_url
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,87 @@
+"""The simulated shop: a seeded catalogue and a stream of ``order.created`` messages,
+published with confirms; and a listener that timestamps the outcome events."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pika
+
+ORDER_PROPERTIES = dict(content_type="application/json", delivery_mode=2, type="order.created")
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    skus: list[str]
+    hot_skus: list[str]
+    stock: int
+    price_cents: dict[str, int]
+
+
+def make_catalogue(rng: random.Random, *, skus: int, hot: int, stock: int) -> Catalogue:
+    names = [f"SKU-{i:04d}" for i in range(skus)]
+    return Catalogue(names, names[:hot], stock, {name: rng.randint(199, 9999) for name in names})
+
+
+def make_order(rng: random.Random, catalogue: Catalogue, *, hot_share: float) -> dict:
+    lines = rng.choice((1, 1, 2, 3))
+    pool = catalogue.hot_skus if catalogue.hot_skus and rng.random() < hot_share else catalogue.skus
+    skus = rng.sample(pool, k=min(lines, len(pool)))
+    return {
+        "order_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "customer_id": f"customer-{rng.randint(1, 5000)}",
+        "currency": "EUR",
+        "items": [{"sku": sku, "quantity": rng.randint(1, 3),
+                   "unit_price": f"{catalogue.price_cents[sku] / 100:.2f}"} for sku in skus],
+        "placed_at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def publish_orders(channel, orders: list[dict], *, rate: float, on_published) -> dict[str, float]:
+    """Publish every order (confirmed, mandatory); returns order_id → publish time."""
+    sent_at: dict[str, float] = {}
+    started = time.monotonic()
+    for index, order in enumerate(orders):
+        if rate > 0:
+            time.sleep(max(0.0, started + index / rate - time.monotonic()))
+        properties = pika.BasicProperties(message_id=str(uuid.uuid4()), **ORDER_PROPERTIES)
+        sent_at[order["order_id"]] = time.monotonic()
+        channel.basic_publish("orders", "order.created", json.dumps(order).encode(),
+                              properties=properties, mandatory=True)
+        on_published()
+    return sent_at
+
+
+@dataclass
+class OutcomeListener:
+    """Consumes ``order-events`` on its own connection and thread; records arrival times."""
+
+    amqp_url: str
+    arrived: dict[str, tuple[str, float]] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="demo-listener", daemon=True).start()
+        if not self.ready.wait(15):
+            raise RuntimeError("the demo's event listener could not subscribe")
+
+    def _run(self) -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, "order-events", routing_key="order.*")
+        channel.basic_consume(queue, self._on_event, auto_ack=True)
+        self.ready.set()
+        while not self.stop.is_set():
+            connection.process_data_events(time_limit=0.2)
+        connection.close()
+
+    def _on_event(self, _channel, method, properties, _body) -> None:
+        self.arrived.setdefault(properties.correlation_id, (method.routing_key, time.monotonic()))
