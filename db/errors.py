@@ -16,7 +16,9 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "5
 
 
 class DatabaseError(Exception):
-    """Base of every error raised by Conveyor's persistence code."""
+    """Base of every error raised by Conveyor's persistence code; ``code`` is the SQLSTATE."""
+
+    code = "database"
 
 
 class TransientDatabaseError(DatabaseError):
@@ -39,6 +41,10 @@ def is_transient(error: BaseException) -> bool:
     return getattr(error, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
+def is_integrity_violation(error: BaseException) -> bool:
+    return isinstance(error, (IntegrityViolation, pg_errors.IntegrityError))
+
+
 def translate(error: psycopg.Error) -> DatabaseError:
     """Wrap a driver error in the matching Conveyor error (the original is the cause)."""
     if is_transient(error):
@@ -47,6 +53,7 @@ def translate(error: psycopg.Error) -> DatabaseError:
         translated = IntegrityViolation(_describe(error))
     else:
         translated = DatabaseError(_describe(error))
+    translated.code = getattr(error, "sqlstate", None) or "connection"
     translated.__cause__ = error
     return translated
 

@@ -12,10 +12,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 
-MONEY_PATTERN = r"^\d{1,20}(\.\d{1,4})?$"
+MONEY_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,4})?$"
 _MONEY = re.compile(MONEY_PATTERN)
 
 
@@ -43,7 +43,9 @@ MESSAGE_CONFIG = ConfigDict(strict=True, extra="forbid", frozen=True)
 Money = Annotated[
     Decimal,
     BeforeValidator(_money_string),
-    Field(strict=False, json_schema_extra={"type": "string", "pattern": MONEY_PATTERN}),
+    Field(strict=False),
+    WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN,
+                    "description": "decimal amount as a string, at most 4 decimals"}),
 ]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]

@@ -18,12 +18,18 @@ def redact_url(text: str) -> str:
 
 
 def _redact(_logger, _name, event: dict) -> dict:
-    for key, value in list(event.items()):
-        if key in REDACTED_KEYS:
-            event[key] = "***"
-        elif isinstance(value, str) and "://" in value:
-            event[key] = redact_url(value)
-    return event
+    return {key: "***" if key in REDACTED_KEYS else _redact_value(value) for key, value in event.items()}
+
+
+def _redact_value(value):
+    """URLs with passwords anywhere: nested fields and rendered exceptions included."""
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: "***" if k in REDACTED_KEYS else _redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v) for v in value]
+    return value
 
 
 def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
@@ -43,8 +49,8 @@ def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
             exception_processor,
+            _redact,  # after the exception is rendered, so its text is redacted too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),

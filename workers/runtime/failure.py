@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from db.errors import IntegrityViolation, is_transient
+from db.errors import is_integrity_violation, is_transient
 from schemas.errors import InvalidMessage
 
 
@@ -55,7 +55,7 @@ class Decision:
 def classify(error: BaseException) -> ErrorKind:
     if isinstance(error, InvalidMessage):
         return ErrorKind.INVALID
-    if isinstance(error, (PermanentError, IntegrityViolation)):
+    if isinstance(error, PermanentError) or is_integrity_violation(error):
         return ErrorKind.PERMANENT
     if isinstance(error, RetryableError) or is_transient(error):
         return ErrorKind.TRANSIENT

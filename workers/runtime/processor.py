@@ -128,6 +128,7 @@ class Processor:
                     for result in results:
                         result.abandoned = True
                     return
+                error = translate(error) if isinstance(error, psycopg.Error) else error
                 for result in results:
                     result.outcome, result.error = None, error
                 return
