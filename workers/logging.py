@@ -32,6 +32,16 @@ def _redact_value(value):
     return value
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at write time (it may be swapped after configure)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer = (
@@ -54,7 +64,7 @@ def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=True,
     )
     logging.getLogger("pika").setLevel(logging.WARNING)

@@ -1,0 +1,130 @@
+"""Migrations on a real PostgreSQL: fresh apply, idempotent re-run, edited files refused,
+concurrent deploys serialised, monthly order partitions."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import psycopg
+import pytest
+
+from db.errors import MigrationError
+from db.migrate import default_directory, discover, ensure_partitions, migrate, status
+from workers import cli, devservices
+
+
+@pytest.fixture
+def empty_database(services):
+    with devservices.fresh_database(services, prefix="conveyor_mig") as url:
+        yield url
+
+
+@pytest.fixture
+def migrations_copy(tmp_path):
+    target = tmp_path / "migrations"
+    shutil.copytree(default_directory(), target)
+    return target
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def test_a_fresh_database_gets_every_migration_and_a_rerun_changes_nothing(empty_database):
+    applied = migrate(empty_database)
+    again = migrate(empty_database)
+
+    assert applied[0] == "V001__create_inventory.sql"
+    assert again == []
+    assert {"tenants", "products", "stock_levels", "orders", "order_lines", "reservations",
+            "inbox", "outbox", "order_registry", "schema_history"} <= tables(empty_database)
+    assert {s.status for s in status(empty_database)} == {"applied"}
+
+
+def test_status_lists_pending_migrations_before_they_run(empty_database, migrations_copy):
+    states = status(empty_database, directory=migrations_copy)
+
+    assert [s.status for s in states] == ["pending"] * len(states)
+
+
+def test_an_edited_applied_migration_is_refused(empty_database, migrations_copy):
+    # Given the migrations were applied
+    migrate(empty_database, directory=migrations_copy)
+    # When someone edits an applied file
+    first = sorted(migrations_copy.glob("V001__*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    (migrations_copy / "V999__later.sql").write_text("CREATE TABLE later (id int);")
+
+    # Then migrate refuses, applies nothing new, and status marks the file
+    with pytest.raises(MigrationError, match="edited after it was applied"):
+        migrate(empty_database, directory=migrations_copy)
+    assert "later" not in tables(empty_database)
+    assert status(empty_database, directory=migrations_copy)[0].status == "modified"
+
+
+def test_the_cli_exits_non_zero_with_one_clear_line_on_an_edited_file(
+        empty_database, migrations_copy, monkeypatch, capsys):
+    migrate(empty_database, directory=migrations_copy)
+    first = sorted(migrations_copy.glob("V001__*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", empty_database)
+    monkeypatch.setattr("db.migrate.default_directory", lambda: migrations_copy)
+
+    code = cli.main(["db", "migrate"])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "V001__create_inventory.sql was edited" in err[0]
+
+
+def test_a_failing_migration_is_rolled_back_and_not_recorded(empty_database, migrations_copy):
+    (migrations_copy / "V900__broken.sql").write_text("CREATE TABLE half (id int); SELECT 1/0;")
+
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate(empty_database, directory=migrations_copy)
+
+    assert "half" not in tables(empty_database)
+    assert [s.status for s in status(empty_database, directory=migrations_copy)][-1] == "pending"
+
+
+def test_two_concurrent_deploys_apply_each_migration_once(empty_database):
+    # Given four deploys starting at once on an empty database
+    results, errors = [], []
+
+    def deploy() -> None:
+        try:
+            results.append(migrate(empty_database))
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=deploy) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    # Then no deploy failed and, between them, each file was applied exactly once
+    assert errors == []
+    assert sum(len(r) for r in results) == len(discover())
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_history").fetchone()[0] == len(discover())
+
+
+def test_orders_land_in_their_month_partition_and_future_ones_can_be_created(empty_database):
+    migrate(empty_database)
+    created = ensure_partitions(empty_database, months_ahead=8)
+
+    with psycopg.connect(empty_database) as conn:
+        conn.execute("INSERT INTO tenants VALUES ('t', 't') ON CONFLICT DO NOTHING")
+        conn.execute("""INSERT INTO orders (order_id, placed_at, tenant_id, customer_id, currency, total,
+                        status, source_message_id)
+                        VALUES (gen_random_uuid(), now(), 't', 'c', 'EUR', 1, 'RESERVED', 'm'),
+                               (gen_random_uuid(), '1999-01-01', 't', 'c', 'EUR', 1, 'RESERVED', 'm')""")
+        placed = dict(conn.execute("SELECT tableoid::regclass::text, count(*) FROM orders GROUP BY 1"))
+    assert len(created) >= 4
+    assert placed.get("orders_default") == 1
+    assert sum(placed.values()) == 2 and any(name.startswith("orders_20") for name in placed)
+    assert ensure_partitions(empty_database, months_ahead=8) == []
