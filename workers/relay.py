@@ -9,7 +9,6 @@ it with the same ``message_id`` (at least once).
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 
@@ -21,6 +20,7 @@ from db.outbox import Outbox, OutboxRow
 from workers.config import Settings
 from workers.logging import get_logger
 from workers.runtime import amqp, topology
+from workers.runtime.consumer import reconnect_delay
 
 log = get_logger("conveyor.relay")
 
@@ -36,17 +36,18 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.keep_sent_seconds = keep_sent_seconds
         self.published = 0
+        self.connections = 0
         self._last_purge = 0.0
 
     def run(self) -> None:
         failures = 0
         while not self.stop.is_set():
+            started = self.connections
             try:
                 self._serve()
-                failures = 0
             except (psycopg.OperationalError, *amqp.CONNECTION_ERRORS) as error:
-                failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                failures = 1 if self.connections != started else failures + 1
+                delay = reconnect_delay(failures)
                 log.warning("relay_connection_lost", error=repr(error)[:300], retry_in_s=round(delay, 2))
                 self.stop.wait(delay)
 
@@ -61,6 +62,7 @@ class OutboxRelay:
                 channel = broker.channel()
                 channel.confirm_delivery()
                 topology.declare_exchanges(channel)
+                self.connections += 1
                 log.info("relay_started")
                 self._loop(listener, conn, broker, channel)
             finally:

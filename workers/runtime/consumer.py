@@ -40,6 +40,11 @@ class Settlement:
     requeue: bool = False  # give it back unprocessed (shutting down during an outage)
 
 
+def reconnect_delay(failures: int) -> float:
+    """Jittered exponential backoff: ~0.5 s after the first failure, at most 30 s."""
+    return min(30.0, 0.25 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
+
+
 class Consumer:
     def __init__(self, spec: WorkerSpec, settings: Settings, *, inbound: queue.Queue,
                  stop: threading.Event, declare: bool = True) -> None:
@@ -71,6 +76,10 @@ class Consumer:
             log.warning("settlement_dropped", worker=self.spec.name, count=len(settlements),
                         reason="connection closed")
 
+    def is_live(self, generation: int) -> bool:
+        """False once the channel that delivered with this generation is gone."""
+        return generation == self.generation and self._channel is not None
+
     def in_flight(self) -> int:
         with self._lock:
             return len(self._in_flight)
@@ -80,12 +89,13 @@ class Consumer:
     def run(self) -> None:
         failures = 0
         while not self.stop.is_set():
+            generation = self.generation
             try:
                 self._serve_one_connection()
-                failures = 0
             except amqp.CONNECTION_ERRORS as error:
-                failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                # A connection that got as far as consuming resets the backoff.
+                failures = 1 if self.generation != generation else failures + 1
+                delay = reconnect_delay(failures)
                 log.warning("broker_connection_lost", worker=self.spec.name, error=repr(error)[:300],
                             retry_in_s=round(delay, 2))
                 self._forget_channel()

@@ -70,7 +70,8 @@ class Processor:
     def run(self) -> None:
         while not (self.stop.is_set() and self.consumer.cancelled.is_set() and self.inbound.empty()):
             batch = self._next_batch()
-            current = [d for d in batch if d.generation == self.consumer.generation]
+            # Deliveries from a channel that died are redelivered anyway: skip the work.
+            current = [d for d in batch if self.consumer.is_live(d.generation)]
             if current:
                 self.process(current)
 
