@@ -2,11 +2,16 @@
 
 Exit codes: 0 success, 1 the operation failed (or found a problem), 2 bad usage or
 configuration, 3 a dependency (database, broker) is unreachable, 4 not found.
+
+A command group living elsewhere is listed in ``EXTENSIONS``: its module has
+``add_parsers(subparsers)`` (a group parser whose actions use ``dest="<group>_command"``)
+and registers its functions with ``@command("<group> <action>")``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -15,6 +20,7 @@ from uuid import UUID
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+EXTENSIONS: tuple[str, ...] = ()
 
 
 def command(name: str):
@@ -81,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs the whole system against the configured (or discovered) "
                                    "PostgreSQL and RabbitMQ and prints what happened.")
     add_demo_arguments(p)
+    for module in EXTENSIONS:
+        importlib.import_module(module).add_parsers(sub)
     return parser
 
 
@@ -105,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     configure(log_format=settings.log_format, level=settings.log_level)
     args.settings = settings
     from workers import commands  # noqa: F401 - registers the command functions
+    for module in EXTENSIONS:
+        importlib.import_module(module)
     key = " ".join(filter(None, [args.command, getattr(args, f"{args.command}_command", None)]))
     try:
         return COMMANDS[key](args)
