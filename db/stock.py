@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -16,7 +17,7 @@ WHERE tenant_id = %s AND sku = ANY(%s)
 # matches no row, and the caller turns the short row count into an error.
 RESERVE = """
 UPDATE stock_levels s
-SET reserved = s.reserved + r.qty, version = s.version + 1, updated_at = now()
+SET reserved = s.reserved + r.qty, last_cause = %s
 FROM unnest(%s::text[], %s::int[]) AS r(sku, qty)
 WHERE s.tenant_id = %s AND s.sku = r.sku AND s.on_hand - s.reserved >= r.qty
 """
@@ -28,9 +29,9 @@ ENSURE_TENANT = """
 INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT (tenant_id) DO NOTHING
 """
 SET_ON_HAND = """
-INSERT INTO stock_levels (tenant_id, sku, on_hand) VALUES (%s, %s, %s)
+INSERT INTO stock_levels (tenant_id, sku, on_hand, last_cause) VALUES (%s, %s, %s, %s)
 ON CONFLICT (tenant_id, sku) DO UPDATE
-SET on_hand = EXCLUDED.on_hand, version = stock_levels.version + 1, updated_at = now()
+SET on_hand = EXCLUDED.on_hand, last_cause = EXCLUDED.last_cause
 RETURNING sku, on_hand, reserved
 """
 SHOW = """
@@ -59,9 +60,9 @@ class StockRepository:
         rows = self._conn.execute(LEVELS, (tenant_id, skus)).fetchall()
         return {sku: StockLevel(sku, on_hand, reserved) for sku, on_hand, reserved in rows}
 
-    def reserve(self, tenant_id: str, quantities: dict[str, int]) -> None:
-        skus = list(quantities)
-        cursor = self._conn.execute(RESERVE, (skus, [quantities[s] for s in skus], tenant_id))
+    def reserve(self, tenant_id: str, quantities: dict[str, int], *, cause: str) -> None:
+        skus = sorted(quantities)
+        cursor = self._conn.execute(RESERVE, (cause, skus, [quantities[s] for s in skus], tenant_id))
         if cursor.rowcount != len(skus):
             raise IntegrityViolation(
                 f"reservation of {quantities} for tenant {tenant_id} matched {cursor.rowcount} rows;"
@@ -69,10 +70,11 @@ class StockRepository:
             )
 
     def set_on_hand(self, tenant_id: str, sku: str, on_hand: int, *, name: str = "",
-                    price: str = "0", currency: str = "EUR") -> StockLevel:
+                    price: str = "0", currency: str = "EUR", cause: str = "stock-set") -> StockLevel:
         self._conn.execute(ENSURE_TENANT, (tenant_id, tenant_id))
         self._conn.execute(ENSURE_PRODUCT, (tenant_id, sku, name or sku, price, currency))
-        sku, on_hand, reserved = self._conn.execute(SET_ON_HAND, (tenant_id, sku, on_hand)).fetchone()
+        sku, on_hand, reserved = self._conn.execute(
+            SET_ON_HAND, (tenant_id, sku, on_hand, f"{cause}:{uuid.uuid4()}")).fetchone()
         return StockLevel(sku, on_hand, reserved)
 
     def show(self, tenant_id: str, sku: str) -> dict | None:

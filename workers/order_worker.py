@@ -29,7 +29,7 @@ def handle_order_created(message: OrderCreated, uow: UnitOfWork, ctx: HandlerCon
     stock = uow.stock.levels(tenant, sorted({line.sku for line in lines}))
     decision = reservation.decide(lines, stock)
     if decision.accepted:
-        uow.stock.reserve(tenant, decision.quantities)
+        uow.stock.reserve(tenant, decision.quantities, cause=f"order.reserved:{message.order_id}")
     _record_order(message, tenant, decision, uow, ctx)
     if decision.accepted:
         uow.orders.add_reservations(message.order_id, tenant, decision.quantities)
