@@ -9,6 +9,8 @@ from uuid import UUID
 
 import psycopg
 
+from db.errors import IntegrityViolation
+
 REGISTER = """
 INSERT INTO order_registry (order_id, tenant_id, placed_at) VALUES (%s, %s, %s)
 ON CONFLICT (order_id) DO NOTHING
@@ -111,3 +113,57 @@ class OrderRepository:
             for s, q, st in self._conn.execute(SHOW_RESERVATIONS, (order_id,))
         ]
         return order
+
+
+LOCK_ORDER = """
+SELECT o.order_id, o.tenant_id, o.status, o.total, o.currency, o.placed_at, o.updated_at
+FROM orders o
+WHERE o.order_id = %s
+FOR UPDATE OF o
+"""
+SET_STATUS = """
+UPDATE orders SET status = %s, status_reason = %s, updated_at = now()
+WHERE order_id = %s AND placed_at = %s AND status = %s
+"""
+ADD_TRANSITION = """
+INSERT INTO order_transitions (order_id, from_status, to_status, event, message_id, reason)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+EXPIRY_CANDIDATES = """
+SELECT order_id FROM orders
+WHERE status = 'RESERVED' AND updated_at < now() - make_interval(secs => %s)
+ORDER BY updated_at
+LIMIT %s
+"""
+
+
+@dataclass(frozen=True)
+class LockedOrder:
+    order_id: UUID
+    tenant_id: str
+    status: str
+    total: Decimal
+    currency: str
+    placed_at: datetime
+    updated_at: datetime
+
+
+class OrderStateRepository:
+    """The order row as the state machine sees it: locked, moved, logged."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def lock(self, order_id: UUID) -> LockedOrder | None:
+        row = self._conn.execute(LOCK_ORDER, (order_id,)).fetchone()
+        return LockedOrder(*row) if row else None
+
+    def move(self, order: LockedOrder, *, to: str, event: str, message_id: str | None,
+             reason: str | None) -> None:
+        cursor = self._conn.execute(SET_STATUS, (to, reason, order.order_id, order.placed_at, order.status))
+        if cursor.rowcount != 1:
+            raise IntegrityViolation(f"order {order.order_id} left {order.status} under its lock")
+        self._conn.execute(ADD_TRANSITION, (order.order_id, order.status, to, event, message_id, reason))
+
+    def expiry_candidates(self, *, older_than_seconds: float, limit: int) -> list[UUID]:
+        return [r[0] for r in self._conn.execute(EXPIRY_CANDIDATES, (older_than_seconds, limit))]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import psycopg
 
+from db.fulfilment import FulfilmentRepository
 from db.inbox import Inbox
-from db.orders import OrderRepository
+from db.orders import OrderRepository, OrderStateRepository
 from db.outbox import Outbox
+from db.reservations import ReservationRepository
 from db.stock import StockRepository
 
 
@@ -21,3 +23,6 @@ class UnitOfWork:
         self.stock = StockRepository(conn)
         self.orders = OrderRepository(conn)
         self.outbox = Outbox(conn)
+        self.order_states = OrderStateRepository(conn)
+        self.reservations = ReservationRepository(conn)
+        self.fulfilment = FulfilmentRepository(conn)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from workers import order_worker
+from workers import order_worker, payment_worker, shipping_worker
 from workers.config import Settings
+from workers.expirer import Expirer
 from workers.relay import OutboxRelay
 from workers.runtime.spec import WorkerSpec
 from workers.runtime.supervisor import Supervisor
 from db.connection import make_pool
 
-WORKERS: dict[str, WorkerSpec] = {spec.name: spec for spec in (order_worker.SPEC,)}
-SERVICES = ("relay",)
+WORKERS: dict[str, WorkerSpec] = {
+    spec.name: spec for spec in (order_worker.SPEC, payment_worker.SPEC, shipping_worker.SPEC)}
+SERVICES = ("relay", "expirer")
 ALL = tuple(WORKERS) + SERVICES
 
 
@@ -27,6 +29,8 @@ def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
             supervisor.add_worker(WORKERS[name])
         elif name == "relay":
             supervisor.add_service("relay", OutboxRelay(settings, stop=supervisor.stop).run)
+        elif name == "expirer":
+            supervisor.add_service("expirer", Expirer(settings, pool, stop=supervisor.stop).run)
     return supervisor
 
 

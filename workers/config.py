@@ -5,6 +5,7 @@ A bad value stops start-up with one line naming the setting (``ConfigError``).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -39,7 +40,8 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(default=30_000, ge=1)
 
     default_tenant: str = Field(default="default", min_length=1, max_length=64)
-    reservation_ttl_seconds: int = Field(default=15 * 60, ge=1)
+    # How long an order may stay RESERVED unpaid: "900", "900s", "15m", "1h".
+    reservation_ttl: float = Field(default=15 * 60, gt=0)
 
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -59,6 +61,16 @@ class Settings(BaseSettings):
     def _delays_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or any(d <= 0 for d in value):
             raise ValueError("needs at least one delay, each > 0 seconds")
+        return value
+
+    @field_validator("reservation_ttl", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
+            if not match:
+                raise ValueError('expected a duration such as "900", "30s", "15m" or "1h"')
+            return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2] or "s"]
         return value
 
     @field_validator("database_url")

@@ -9,7 +9,10 @@ from db.orders import NewLine, NewOrder
 from db.uow import UnitOfWork
 from schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
 from schemas.orders import OrderCreated
-from workers import reservation
+from schemas.lifecycle import CancelOrder
+from workers import reservation, transitions
+from workers.lifecycle import Event
+from workers.transitions import Details
 from workers.runtime.spec import HandlerContext, Route, WorkerSpec
 
 EVENTS_EXCHANGE = "order-events"
@@ -72,6 +75,13 @@ def _publish_outcome(message: OrderCreated, tenant: str, decision: reservation.R
                    payload=event.model_dump(mode="json"), correlation_id=str(message.order_id))
 
 
+def handle_cancel(message: CancelOrder, uow: UnitOfWork, ctx: HandlerContext) -> str:
+    """Upstream cancels: allowed before dispatch (stock released), refused after it."""
+    order = transitions.locked_order(uow, message.order_id)
+    return transitions.apply(uow, order, Event.CANCEL_REQUESTED,
+                             Details(message_id=ctx.message_id, reason=f"cancelled by shop: {message.reason}"))
+
+
 def order_total(message: OrderCreated):
     return sum((item.unit_price * item.quantity for item in message.items), start=0)
 
@@ -83,6 +93,9 @@ def _summary(decision: reservation.ReservationDecision) -> str:
 SPEC = WorkerSpec(
     name="orders",
     queue="conveyor.orders",
-    bindings=(("orders", "order.created"),),
-    routes={"order.created": Route(OrderCreated, handle_order_created, lock_pairs)},
+    bindings=(("orders", "order.created"), ("orders", "order.cancelled")),
+    routes={
+        "order.created": Route(OrderCreated, handle_order_created, lock_pairs),
+        "order.cancelled": Route(CancelOrder, handle_cancel, lock_query=transitions.reservation_lock_pairs),
+    },
 )

@@ -145,9 +145,18 @@ class Processor:
     def _attempt(self, results: list[Result]) -> None:
         with self.pool.connection() as conn:
             with conn.transaction():
-                lock_stock(conn, [pair for r in results for pair in r.parsed.lock_pairs])
+                lock_stock(conn, self._lock_pairs(conn, results))
                 for result in results:
                     self._run_one(conn, result)
+
+    @staticmethod
+    def _lock_pairs(conn: psycopg.Connection, results: list[Result]) -> list[tuple[str, str]]:
+        pairs = [pair for r in results for pair in r.parsed.lock_pairs]
+        uow = UnitOfWork(conn)
+        for result in results:
+            if result.parsed.route.lock_query is not None:
+                pairs.extend(result.parsed.route.lock_query(result.parsed.message, uow))
+        return pairs
 
     def _run_one(self, conn: psycopg.Connection, result: Result) -> None:
         result.outcome, result.error = None, None

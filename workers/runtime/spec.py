@@ -24,8 +24,11 @@ class Route:
     model: type[BaseModel]
     # handler(message, uow, ctx) -> outcome label, run inside the caller's transaction
     handler: Callable[[Any, Any, HandlerContext], str]
-    # (tenant, sku) pairs to lock before the batch runs; None when the handler locks itself
+    # (tenant, sku) pairs to lock before the batch runs, known from the message alone ...
     lock_pairs: Callable[[Any, HandlerContext], list[tuple[str, str]]] | None = None
+    # ... or read from the database (message, uow) at the start of the batch transaction.
+    # Every lock of a batch is taken in one sorted pass, so batches cannot deadlock.
+    lock_query: Callable[[Any, Any], list[tuple[str, str]]] | None = None
 
 
 @dataclass(frozen=True)

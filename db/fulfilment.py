@@ -1,0 +1,40 @@
+"""Payments and shipments as received: one row per payment id and per (shipment id, event),
+so a repeated message about the same payment or shipment has no second effect."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+import psycopg
+
+RECORD_PAYMENT = """
+INSERT INTO payments (payment_id, order_id, outcome, amount, currency, detail)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (payment_id) DO NOTHING
+RETURNING 1
+"""
+RECORD_SHIPMENT = """
+INSERT INTO shipments (shipment_id, event, order_id, carrier, tracking_number)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (shipment_id, event) DO NOTHING
+RETURNING 1
+"""
+
+
+class FulfilmentRepository:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def record_payment(self, payment_id: str, order_id: UUID, *, outcome: str,
+                       amount: Decimal | None = None, currency: str | None = None,
+                       detail: str | None = None) -> bool:
+        """False when this payment id was seen before."""
+        row = self._conn.execute(RECORD_PAYMENT, (payment_id, order_id, outcome, amount, currency, detail))
+        return row.fetchone() is not None
+
+    def record_shipment(self, shipment_id: str, event: str, order_id: UUID, *,
+                        carrier: str | None = None, tracking_number: str | None = None) -> bool:
+        """False when this (shipment id, event) was seen before."""
+        row = self._conn.execute(RECORD_SHIPMENT, (shipment_id, event, order_id, carrier, tracking_number))
+        return row.fetchone() is not None

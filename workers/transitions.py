@@ -1,0 +1,88 @@
+"""Carrying out a state-machine step on an order, inside the caller's unit of work:
+move the status, settle the stock, log the transition, and write the event to the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from uuid import UUID
+
+from db.orders import LockedOrder
+from db.uow import UnitOfWork
+from schemas.lifecycle import OrderStatusChanged, RequestRefused
+from workers import lifecycle
+from workers.lifecycle import Kind, Status, Stock
+from workers.runtime.failure import PermanentError, RetryableError
+
+EVENTS_EXCHANGE = "order-events"
+
+
+@dataclass(frozen=True)
+class Details:
+    """What the triggering message adds to the event it causes."""
+
+    message_id: str | None = None
+    reason: str | None = None
+    payment_id: str | None = None
+    shipment_id: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+
+
+def locked_order(uow: UnitOfWork, order_id: UUID) -> LockedOrder:
+    """The order, row-locked; an order not seen yet may still be in flight: retry later."""
+    order = uow.order_states.lock(order_id)
+    if order is None:
+        raise RetryableError(f"order {order_id} is not known yet")
+    return order
+
+
+def apply(uow: UnitOfWork, order: LockedOrder, event: lifecycle.Event, details: Details) -> str:
+    """Apply ``event`` to ``order``; returns the outcome label for the log."""
+    step = lifecycle.step(Status(order.status), event)
+    if step.kind is Kind.WAIT:
+        raise RetryableError(f"order {order.order_id} is {order.status}: {step.reason}")
+    if step.kind is Kind.INVALID:
+        raise PermanentError(f"order {order.order_id} is {order.status}: {step.reason}")
+    if step.kind is Kind.IGNORE:
+        return "ignored"
+    if step.kind is Kind.REFUSE:
+        _publish(uow, step.event, order.order_id, _refusal(order, step, details))
+        return "refused"
+    _move(uow, order, step, event, details)
+    return step.to.value.lower()
+
+
+def _move(uow: UnitOfWork, order: LockedOrder, step: lifecycle.Step, event: lifecycle.Event,
+          details: Details) -> None:
+    cause = f"{step.event}:{order.order_id}"
+    if step.stock is Stock.RELEASE:
+        uow.reservations.release(order.order_id, cause=cause)
+    elif step.stock is Stock.COMMIT:
+        uow.reservations.commit(order.order_id, cause=cause)
+    uow.order_states.move(order, to=step.to.value, event=event.value, message_id=details.message_id,
+                          reason=details.reason)
+    payload = OrderStatusChanged(
+        order_id=order.order_id, tenant_id=order.tenant_id, status=step.to.value,
+        previous_status=order.status, reason=details.reason, payment_id=details.payment_id,
+        shipment_id=details.shipment_id, occurred_at=datetime.now(timezone.utc))
+    _publish(uow, step.event, order.order_id, payload)
+
+
+def _refusal(order: LockedOrder, step: lifecycle.Step, details: Details) -> RequestRefused:
+    return RequestRefused(
+        order_id=order.order_id, tenant_id=order.tenant_id, status=order.status, reason=step.reason,
+        payment_id=details.payment_id, amount=details.amount, currency=details.currency,
+        occurred_at=datetime.now(timezone.utc))
+
+
+def _publish(uow: UnitOfWork, routing_key: str, order_id: UUID, event) -> None:
+    uow.outbox.add(exchange=EVENTS_EXCHANGE, routing_key=routing_key,
+                   payload=event.model_dump(mode="json", exclude_none=True),
+                   correlation_id=str(order_id))
+
+
+def reservation_lock_pairs(message, uow: UnitOfWork) -> list[tuple[str, str]]:
+    """The (tenant, SKU) pairs an order's reservations touch: locked before its stock moves."""
+    return uow.reservations.skus_of([message.order_id])
