@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("order_id", type=UUID)
     _json_flag(p)
 
+    p = sub.add_parser("reconcile", help="check stock against reservations, the ledger and order states",
+                       description="Exit 0 when there is no drift, 1 when there is (listed).")
+    p.add_argument("--limit", type=int, default=100, help="rows to list per check (default 100)")
+    _json_flag(p)
+
     p = sub.add_parser("health", help="exit 0 when the database and/or broker answer")
     p.add_argument("--database", action="store_true", help="check the database")
     p.add_argument("--broker", action="store_true", help="check the broker")

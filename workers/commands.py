@@ -140,3 +140,21 @@ def demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
     return run_demo(args)
+
+
+@command("reconcile")
+def reconcile(args: argparse.Namespace) -> int:
+    from db.connection import connect
+    from db.reconcile import run_checks, totals
+
+    with connect(args.settings.database_url) as conn:
+        drift = run_checks(conn, limit=args.limit)
+        summary = totals(conn)
+    drifted = {name: rows for name, rows in drift.items() if rows}
+    report = {"ok": not drifted, "totals": summary, "drift": drift}
+    lines = [f"{summary['skus']} SKUs, on hand {summary['on_hand']}, reserved {summary['reserved']}"]
+    lines += [f"{name}: {'ok' if not rows else f'{len(rows)} drifted'}" for name, rows in drift.items()]
+    lines += [f"  {name}: {row}" for name, rows in drifted.items() for row in rows[:10]]
+    lines.append("no drift" if not drifted else "DRIFT FOUND")
+    emit(args, report, "\n".join(lines))
+    return EXIT_OK if not drifted else EXIT_FAILED
