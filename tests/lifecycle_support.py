@@ -32,13 +32,15 @@ def failed(order: dict, *, payment_id: str | None = None):
                                       "reason": "card declined"})
 
 
-def dispatched(order: dict, *, shipment_id: str = "ship-1"):
-    return message("shipment.dispatched", {"order_id": order["order_id"], "shipment_id": shipment_id,
+def dispatched(order: dict, *, shipment_id: str | None = None):
+    return message("shipment.dispatched", {"order_id": order["order_id"],
+                                           "shipment_id": shipment_id or f"ship-{order['order_id']}",
                                            "carrier": "DHL", "tracking_number": "TRACK-1"})
 
 
-def delivered(order: dict, *, shipment_id: str = "ship-1"):
-    return message("shipment.delivered", {"order_id": order["order_id"], "shipment_id": shipment_id})
+def delivered(order: dict, *, shipment_id: str | None = None):
+    return message("shipment.delivered", {"order_id": order["order_id"],
+                                          "shipment_id": shipment_id or f"ship-{order['order_id']}"})
 
 
 def cancel(order: dict, *, reason: str = "customer changed their mind"):
