@@ -2,8 +2,10 @@
 
 It finds PostgreSQL and RabbitMQ (CONVEYOR_* URLs if they answer, else containers, else
 throwaway local servers), gives the demo its own database and vhost, starts real worker
-processes, publishes orders with a progress bar, waits until every order is decided and
-prints accepted / rejected / oversold (must be 0), throughput and latency percentiles.
+processes, publishes orders with a progress bar while simulated payment, shipping and
+customer behaviour answers Conveyor's events, waits until every order is in a final state
+and prints the count per state, oversold (must be 0), a stock reconciliation, throughput
+and latency percentiles.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pika
 from workers.demo import report
 from workers.demo.environment import DemoEnvironment
 from workers.demo.progress import Progress
-from workers.demo.shop import OutcomeListener, make_catalogue, make_order, publish_orders
+from workers.demo.providers import Behaviour, World
+from workers.demo.shop import make_catalogue, make_order, order_total, publish_orders
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stock", type=int, default=40, help="units on hand per SKU (default 40)")
     parser.add_argument("--processes", type=int, default=2, help="order-worker processes (default 2)")
     parser.add_argument("--rate", type=float, default=0, help="orders/s to offer (default 0: flat out)")
+    parser.add_argument("--payment-failures", type=float, default=0.08,
+                        help="share of reserved orders whose payment fails (default 0.08)")
+    parser.add_argument("--cancellations", type=float, default=0.05,
+                        help="share of reserved orders the customer cancels (default 0.05)")
+    parser.add_argument("--abandoned", type=float, default=0.04,
+                        help="share of reserved orders nobody pays; they expire (default 0.04)")
+    parser.add_argument("--reservation-ttl", type=float, default=5.0,
+                        help="seconds before an unpaid reservation expires in the demo (default 5)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--use-env", action="store_true",
                         help="use CONVEYOR_DATABASE_URL/AMQP_URL as they are (no fresh database/vhost)")
@@ -44,18 +55,19 @@ def run_demo(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     catalogue = make_catalogue(rng, skus=args.skus, hot=min(args.hot_skus, args.skus), stock=args.stock)
     orders = [make_order(rng, catalogue, hot_share=args.hot_share) for _ in range(args.orders)]
+    behaviour = Behaviour(args.payment_failures, args.cancellations, args.abandoned)
     with ExitStack() as stack:
         env = stack.enter_context(DemoEnvironment.open(args))
         env.seed(catalogue)
-        listener = OutcomeListener(env.amqp_url)
-        listener.start()
-        stack.callback(listener.stop.set)
-        env.start_workers(processes=args.processes)
+        world = World(env.amqp_url, behaviour, rng, {o["order_id"]: order_total(o) for o in orders})
+        world.start()
+        stack.callback(world.stop.set)
+        env.start_workers(processes=args.processes, reservation_ttl=args.reservation_ttl)
         _say(f"publishing {len(orders)} orders to exchange 'orders'")
         sent_at, publish_s = _publish(env.amqp_url, orders, rate=args.rate)
-        _wait_for_decisions(listener, len(orders), timeout=args.timeout)
-        summary = report.summarise(env, orders, catalogue, sent_at, listener.arrived,
-                                   publish_seconds=publish_s)
+        _wait(world.decided_at, len(orders), "decided", timeout=args.timeout)
+        _wait(world.final, len(orders), "final", timeout=args.timeout + args.reservation_ttl)
+        summary = report.summarise(env, orders, catalogue, sent_at, world, publish_seconds=publish_s)
         env.stop_workers()
     print(json.dumps(summary, indent=2) if args.json else report.render(summary))
     return 0 if summary["ok"] else 1
@@ -75,11 +87,11 @@ def _publish(amqp_url: str, orders: list[dict], *, rate: float) -> tuple[dict[st
         connection.close()
 
 
-def _wait_for_decisions(listener: OutcomeListener, total: int, *, timeout: float) -> None:
-    progress = Progress("decided", total)
+def _wait(seen: dict, total: int, label: str, *, timeout: float) -> None:
+    progress = Progress(label, total)
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        done = len(listener.arrived)
+        done = len(seen)
         progress.advance(done - progress.done)
         if done >= total:
             break

@@ -65,17 +65,19 @@ class DemoEnvironment:
         _say(f"seeded {len(catalogue.skus)} SKUs with {catalogue.stock} units each "
              f"({len(catalogue.hot_skus)} hot)")
 
-    def start_workers(self, *, processes: int) -> None:
+    def start_workers(self, *, processes: int, reservation_ttl: float) -> None:
         env = {**os.environ, "CONVEYOR_DATABASE_URL": self.database_url,
-               "CONVEYOR_AMQP_URL": self.amqp_url, "CONVEYOR_LOG_FORMAT": "json"}
-        commands = [["run", "orders"]] * processes + [["run", "relay"]]
+               "CONVEYOR_AMQP_URL": self.amqp_url, "CONVEYOR_LOG_FORMAT": "json",
+               "CONVEYOR_RESERVATION_TTL": str(reservation_ttl)}
+        commands = [["run", "orders"]] * processes + [["run", "payments", "shipments", "relay", "expirer"]]
         for index, command in enumerate(commands):
-            log = open(os.path.join(self.log_dir, f"{command[1]}-{index}.log"), "wb")
+            log = open(os.path.join(self.log_dir, f"{'-'.join(command[1:])}-{index}.log"), "wb")
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "workers", *command], env=env, stdout=log, stderr=log))
         self._wait_for_consumers("conveyor.orders", processes)
         self.workers_started_at = time.monotonic()
-        _say(f"started {processes} order worker(s) and the relay; logs in {self.log_dir}")
+        _say(f"started {processes} order worker process(es) and one for payments, shipments, "
+             f"relay and expirer; logs in {self.log_dir}")
 
     def stop_workers(self) -> None:
         for process in self.processes:

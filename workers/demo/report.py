@@ -1,4 +1,9 @@
-"""The demo's summary: what the database and the bus say happened, checked for consistency."""
+"""The demo's summary: what the database and the bus say happened, checked for consistency.
+
+Stock reconciliation per SKU: on hand must equal the seeded stock minus what shipped
+orders took, reserved must equal what live (RESERVED/PAID) orders hold; plus the checks
+of ``conveyor reconcile``.
+"""
 
 from __future__ import annotations
 
@@ -7,66 +12,77 @@ import statistics
 import pika
 
 from db.connection import connect
+from db.reconcile import run_checks
 from workers.runtime.topology import dlq_name
 
+STATES = ("RESERVED", "REJECTED", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "EXPIRED")
 COUNTS = "SELECT status, count(*) FROM orders GROUP BY status"
 OVERSOLD = "SELECT count(*) FROM stock_levels WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
-RESERVATION_DRIFT = """
-SELECT count(*) FROM stock_levels s
-LEFT JOIN (SELECT tenant_id, sku, sum(quantity) AS held FROM reservations WHERE state = 'HELD'
-           GROUP BY tenant_id, sku) r USING (tenant_id, sku)
-WHERE s.reserved <> coalesce(r.held, 0)
-"""
 DUPLICATES = "SELECT count(*) - count(DISTINCT order_id) FROM orders"
+# What the orders imply for each SKU, next to what the stock table says.
+IMPLIED = """
+SELECT s.sku, s.on_hand, s.reserved,
+       %s - coalesce(sum(l.quantity) FILTER (WHERE o.status IN ('SHIPPED', 'DELIVERED')), 0) AS implied_on_hand,
+       coalesce(sum(l.quantity) FILTER (WHERE o.status IN ('RESERVED', 'PAID')), 0) AS implied_reserved
+FROM stock_levels s
+LEFT JOIN order_lines l ON l.sku = s.sku
+LEFT JOIN orders o ON o.order_id = l.order_id
+GROUP BY s.sku, s.on_hand, s.reserved
+"""
+QUEUES = ("conveyor.orders", "conveyor.payments", "conveyor.shipments")
 
 
-def summarise(env, orders, catalogue, sent_at, arrived, *, publish_seconds: float) -> dict:
+def summarise(env, orders, catalogue, sent_at, world, *, publish_seconds: float) -> dict:
     with connect(env.database_url) as conn:
         counts = dict(conn.execute(COUNTS).fetchall())
         oversold = conn.execute(OVERSOLD).fetchone()[0]
-        drift = conn.execute(RESERVATION_DRIFT).fetchone()[0]
         duplicates = conn.execute(DUPLICATES).fetchone()[0]
-    latencies = sorted((arrived[o][1] - sent_at[o]) * 1000 for o in sent_at if o in arrived)
-    first, last = min(sent_at.values()), max((t for _, t in arrived.values()), default=0.0)
-    decided = sum(counts.values())
+        implied = conn.execute(IMPLIED, (catalogue.stock,)).fetchall()
+        drift = {name: len(rows) for name, rows in run_checks(conn).items() if rows}
+    mismatched = [sku for sku, on_hand, reserved, want_on_hand, want_reserved in implied
+                  if (on_hand, reserved) != (want_on_hand, want_reserved)]
+    decided = world.decided_at
+    latencies = sorted((decided[o] - sent_at[o]) * 1000 for o in sent_at if o in decided)
+    first, last = min(sent_at.values()), max(decided.values(), default=0.0)
     summary = {
         "orders_published": len(orders),
-        "orders_decided": decided,
-        "accepted": counts.get("RESERVED", 0),
-        "rejected": counts.get("REJECTED", 0),
-        "events_received": len(arrived),
-        "dead_lettered": _queue_depth(env.amqp_url, dlq_name("conveyor.orders")),
+        "orders_decided": sum(counts.values()),
+        "final_states": {state: counts.get(state, 0) for state in STATES},
+        "orders_in_final_state": len(world.final),
+        "dead_lettered": {q: _queue_depth(env.amqp_url, dlq_name(q)) for q in QUEUES},
         "oversold_skus": oversold,
-        "reservation_drift_skus": drift,
         "duplicate_orders": duplicates,
+        "skus_checked": len(implied),
+        "skus_not_matching_orders": mismatched,
+        "reconcile_drift": drift,
         "publish_rate_per_s": round(len(orders) / publish_seconds, 1) if publish_seconds else None,
-        "throughput_per_s": round(len(arrived) / (last - first), 1) if last > first else None,
-        "latency_ms": _percentiles(latencies),
-        "skus": len(catalogue.skus),
-        "stock_per_sku": catalogue.stock,
+        "decision_throughput_per_s": round(len(decided) / (last - first), 1) if last > first else None,
+        "decision_latency_ms": _percentiles(latencies),
     }
-    summary["ok"] = (decided == len(orders) == len(arrived) and oversold == 0 and drift == 0
-                     and duplicates == 0)
+    summary["ok"] = (summary["orders_decided"] == len(orders) == len(world.final) and oversold == 0
+                     and duplicates == 0 and not mismatched and not drift
+                     and not any(summary["dead_lettered"].values()))
     return summary
 
 
 def render(s: dict) -> str:
-    lat = s["latency_ms"]
+    lat = s["decision_latency_ms"]
+    states = "\n".join(f"    {state:<20}{n:>8}" for state, n in s["final_states"].items() if n)
+    dead = ", ".join(f"{q.split('.')[-1]} {n}" for q, n in s["dead_lettered"].items())
     return "\n".join([
         "",
         "Conveyor demo summary",
         f"  orders published      {s['orders_published']:>8}   ({s['publish_rate_per_s']} /s offered)",
-        f"  orders decided        {s['orders_decided']:>8}",
-        f"    accepted (RESERVED) {s['accepted']:>8}",
-        f"    rejected            {s['rejected']:>8}",
-        f"  outcome events        {s['events_received']:>8}",
-        f"  dead-lettered         {s['dead_lettered']:>8}",
+        f"  orders decided        {s['orders_decided']:>8}   ({s['orders_in_final_state']} reached a final state)",
+        "  per state:",
+        states,
+        f"  dead-lettered         {dead}",
         f"  oversold SKUs         {s['oversold_skus']:>8}   (must be 0)",
-        f"  reservation drift     {s['reservation_drift_skus']:>8}   (must be 0)",
         f"  duplicate orders      {s['duplicate_orders']:>8}   (must be 0)",
-        f"  throughput            {s['throughput_per_s']} orders/s end to end",
-        f"  latency publish→event p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, "
-        f"max {lat['max']} ms",
+        f"  stock reconciliation  {s['skus_checked'] - len(s['skus_not_matching_orders'])}/{s['skus_checked']}"
+        f" SKUs match what the orders imply; ledger/reservation drift: {s['reconcile_drift'] or 'none'}",
+        f"  decision throughput   {s['decision_throughput_per_s']} orders/s (publish → order.reserved/rejected)",
+        f"  decision latency      p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, max {lat['max']} ms",
         f"  verdict               {'OK' if s['ok'] else 'INCONSISTENT'}",
     ])
 

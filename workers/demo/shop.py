@@ -1,14 +1,14 @@
 """The simulated shop: a seeded catalogue and a stream of ``order.created`` messages,
-published with confirms; and a listener that timestamps the outcome events."""
+published with confirms."""
 
 from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from decimal import Decimal
 from datetime import datetime, timezone
 
 import pika
@@ -58,30 +58,5 @@ def publish_orders(channel, orders: list[dict], *, rate: float, on_published) ->
     return sent_at
 
 
-@dataclass
-class OutcomeListener:
-    """Consumes ``order-events`` on its own connection and thread; records arrival times."""
-
-    amqp_url: str
-    arrived: dict[str, tuple[str, float]] = field(default_factory=dict)
-    ready: threading.Event = field(default_factory=threading.Event)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="demo-listener", daemon=True).start()
-        if not self.ready.wait(15):
-            raise RuntimeError("the demo's event listener could not subscribe")
-
-    def _run(self) -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        channel = connection.channel()
-        queue = channel.queue_declare("", exclusive=True).method.queue
-        channel.queue_bind(queue, "order-events", routing_key="order.*")
-        channel.basic_consume(queue, self._on_event, auto_ack=True)
-        self.ready.set()
-        while not self.stop.is_set():
-            connection.process_data_events(time_limit=0.2)
-        connection.close()
-
-    def _on_event(self, _channel, method, properties, _body) -> None:
-        self.arrived.setdefault(properties.correlation_id, (method.routing_key, time.monotonic()))
+def order_total(order: dict) -> str:
+    return str(sum(Decimal(i["unit_price"]) * i["quantity"] for i in order["items"]))
