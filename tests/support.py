@@ -37,6 +37,23 @@ def order_body(*items: tuple[str, int], order_id: str | None = None, tenant_id: 
     return body
 
 
+def run_order(database_url: str, body: dict, *, message_id: str | None = None) -> str:
+    from db.connection import connect
+    from db.locks import lock_stock
+    from db.uow import UnitOfWork
+    from schemas.orders import OrderCreated
+    from schemas.parsing import parse_message
+    from workers.order_worker import handle_order_created, lock_pairs
+    from workers.runtime.spec import HandlerContext
+
+    message = parse_message(json.dumps(body).encode(), OrderCreated, max_bytes=1 << 20)
+    ctx = HandlerContext(message_id=message_id or str(uuid.uuid4()), routing_key="order.created",
+                         attempt=1, default_tenant="default")
+    with connect(database_url) as conn, conn.transaction():
+        lock_stock(conn, lock_pairs(message, ctx))
+        return handle_order_created(message, UnitOfWork(conn), ctx)
+
+
 def publish(amqp_url: str, messages: list[tuple[bytes, dict]], *, exchange: str = "orders",
             routing_key: str = "order.created") -> None:
     """Publish raw bodies with the given property overrides, confirmed."""

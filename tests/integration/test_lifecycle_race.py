@@ -3,7 +3,6 @@ exactly one of them wins each order, and stock is released at most once."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -15,23 +14,14 @@ from db.locks import lock_stock
 from db.uow import UnitOfWork
 from lifecycle_support import reconcile
 from schemas.lifecycle import PaymentAuthorized
-from schemas.orders import OrderCreated
-from schemas.parsing import parse_message
-from support import order_body, set_stock, settings_for
-from workers import order_worker, payment_worker
+from support import order_body, run_order, set_stock, settings_for
+from workers import payment_worker
 from workers.expirer import Expirer
 from workers.runtime.spec import HandlerContext
 
 
 def ctx() -> HandlerContext:
     return HandlerContext(message_id=str(uuid.uuid4()), routing_key="test", attempt=1, default_tenant="default")
-
-
-def reserve(database_url: str, body: dict) -> None:
-    message = parse_message(json.dumps(body).encode(), OrderCreated, max_bytes=1 << 20)
-    with connect(database_url) as conn, conn.transaction():
-        lock_stock(conn, order_worker.lock_pairs(message, ctx()))
-        assert order_worker.handle_order_created(message, UnitOfWork(conn), ctx()) == "reserved"
 
 
 def pay(database_url: str, body: dict) -> str:
@@ -48,7 +38,7 @@ def test_expirer_and_payment_racing_on_the_same_orders_exactly_one_wins_each(dat
     set_stock(database_url, "A", 1000)
     bodies = [order_body(("A", 2)) for _ in range(80)]
     for body in bodies:
-        reserve(database_url, body)
+        assert run_order(database_url, body) == "reserved"
     time.sleep(0.3)
     settings = settings_for(database_url, amqp_url, reservation_ttl=0.2)
     pool = make_pool(database_url, size=2)

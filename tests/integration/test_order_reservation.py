@@ -3,30 +3,12 @@ rejections with reasons, de-duplication by order id, and no oversell under concu
 
 from __future__ import annotations
 
-import json
 import threading
-import uuid
 
 import psycopg
 import pytest
 
-from db.connection import connect
-from db.locks import lock_stock
-from db.uow import UnitOfWork
-from schemas.parsing import parse_message
-from schemas.orders import OrderCreated
-from support import order_body, scalar, set_stock
-from workers.order_worker import handle_order_created, lock_pairs
-from workers.runtime.spec import HandlerContext
-
-
-def run_order(database_url: str, body: dict, *, message_id: str | None = None) -> str:
-    message = parse_message(json.dumps(body).encode(), OrderCreated, max_bytes=1 << 20)
-    ctx = HandlerContext(message_id=message_id or str(uuid.uuid4()), routing_key="order.created",
-                         attempt=1, default_tenant="default")
-    with connect(database_url) as conn, conn.transaction():
-        lock_stock(conn, lock_pairs(message, ctx))
-        return handle_order_created(message, UnitOfWork(conn), ctx)
+from support import order_body, run_order, scalar, set_stock
 
 
 def stock(database_url: str, sku: str) -> tuple[int, int]:
