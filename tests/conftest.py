@@ -13,8 +13,14 @@ from workers import devservices
 
 
 @pytest.fixture(scope="session")
-def services() -> Iterator[devservices.Services]:
-    with devservices.provide_services() as found:
+def services(pytestconfig: pytest.Config) -> Iterator[devservices.Services]:
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+
+    def log(line: str) -> None:  # past the capture, so every run's output says which servers it used
+        with capture.global_and_fixture_disabled():
+            print(f"\n{line}", flush=True)
+
+    with devservices.provide_services(log=log) as found:
         yield found
 
 

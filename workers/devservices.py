@@ -13,10 +13,10 @@ them; it owns no schema (``db.migrate``) and no broker topology. Sources, in ord
    processes are swept at the next start.
 
 Isolation: :func:`fresh_database` (optionally cloned from a template with
-``CREATE DATABASE ... TEMPLATE``) and :func:`fresh_vhost`. A vhost is created through
-the management HTTP API when one answers (~15 ms), else ``rabbitmqctl`` (a CLI boot per
-call, ~0.4 s here, three calls per vhost), else ``docker exec rabbitmqctl`` in the
-testcontainer.
+``CREATE DATABASE ... TEMPLATE``, ~50-150 ms here) and :func:`fresh_vhost`. A vhost is
+created and deleted through the management HTTP API when one answers (~40 ms in all),
+else ``rabbitmqctl`` (an Erlang CLI boot per call, ~0.4 s; three calls, ~1.3 s per
+vhost), else ``docker exec rabbitmqctl`` in the testcontainer.
 
 Never touches the machine's own servers beyond creating and dropping the uniquely
 named databases and vhosts it hands out.
@@ -87,8 +87,15 @@ class Services:
     source: Source
     management_url: str | None = None
     rabbitmqctl: tuple[str, ...] | None = None
-    rabbitmqctl_env: tuple[tuple[str, str], ...] = ()
+    rabbitmqctl_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     container_exec: ExecFn | None = field(default=None, compare=False, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Services(source={self.source!r}, database_url={redact(self.database_url)!r}, "
+            f"amqp_url={redact(self.amqp_url)!r}, management_url={self.management_url!r}, "
+            f"rabbitmqctl={self.rabbitmqctl!r})"
+        )
 
 
 # --------------------------------------------------------------------------- picking
@@ -140,9 +147,12 @@ def environment_services() -> tuple[Services | None, str]:
     missing = [name for name, value in ((DATABASE_URL_ENV, db_url), (AMQP_URL_ENV, amqp_url)) if not value]
     if missing or db_url is None or amqp_url is None:
         return None, f"{' and '.join(missing)} not set"
-    problem = _postgres_problem(db_url) or _amqp_problem(amqp_url)
+    problem = _postgres_problem(db_url)
     if problem:
-        return None, problem
+        return None, f"{DATABASE_URL_ENV}={redact(db_url)} {problem}"
+    problem = _amqp_problem(amqp_url)
+    if problem:
+        return None, f"{AMQP_URL_ENV}={redact(amqp_url)} {problem}"
     management = _default_management_url(amqp_url)
     if not _management_answers(management, amqp_url, timeout=1.0):
         management = None
@@ -158,9 +168,9 @@ def _postgres_problem(url: str) -> str | None:
                 "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
             ).fetchone()
     except psycopg.Error as exc:
-        return f"{DATABASE_URL_ENV}={redact(url)} did not answer ({_first_line(exc)})"
+        return f"is not usable ({_first_line(exc)})"
     if not (row and row[0]):
-        return f"{DATABASE_URL_ENV}={redact(url)}: role may not CREATE DATABASE"
+        return "answered, but its role may not CREATE DATABASE"
     return None
 
 
@@ -168,7 +178,7 @@ def _amqp_problem(url: str) -> str | None:
     try:
         connection = pika.BlockingConnection(_pika_params(url, timeout=PROBE_TIMEOUT_S))
     except Exception as exc:  # pika raises many unrelated types for "no broker"
-        return f"{AMQP_URL_ENV}={redact(url)} did not answer ({type(exc).__name__}: {_first_line(exc)})"
+        return f"is not usable ({type(exc).__name__}: {_first_line(exc)})"
     connection.close()
     return None
 
@@ -235,7 +245,7 @@ def create_database(services: Services, *, prefix: str = "conveyor_test", templa
 
 
 def create_database_from_template(services: Services, template: str, *, prefix: str = "conveyor_test") -> str:
-    """CREATE DATABASE <unique> TEMPLATE <template>; return its URL (a file copy: cheap)."""
+    """CREATE DATABASE <unique> TEMPLATE <template>; return its URL (a block copy: ~50-150 ms here)."""
     return create_database(services, prefix=prefix, template=template)
 
 
@@ -290,13 +300,16 @@ def amqp_url_for_vhost(amqp_url: str, vhost: str) -> str:
 def create_vhost(services: Services, *, prefix: str = "conveyor-test") -> str:
     """Create a uniquely named vhost, give the URL's user full rights; return its AMQP URL."""
     name = _unique_name(prefix, "-")
-    user = _amqp_user(services.amqp_url)
+    url = amqp_url_for_vhost(services.amqp_url, name)
     try:
-        _vhost_admin(services, "create", name, user)
+        _vhost_admin(services, "create", name, _amqp_user(services.amqp_url))
+        problem = _amqp_problem(url)  # e.g. rabbitmqctl reached another node than the URL's broker
+        if problem:
+            raise DevServicesError(f"created vhost {name!r}, but {redact(url)} {problem}")
     except BaseException:
         _delete_quietly(services, name)
         raise
-    return amqp_url_for_vhost(services.amqp_url, name)
+    return url
 
 
 def delete_vhost(services: Services, amqp_url_or_name: str) -> None:
@@ -584,11 +597,14 @@ def _exited(proc: subprocess.Popen) -> bool:
 
 
 def _tail(path: str, lines: int = 15) -> str:
+    """The lines of a server log that say what went wrong (else its last lines)."""
     try:
         with open(path, errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:])
+            text = handle.readlines()
     except OSError:
         return "(no log)"
+    telling = [line for line in text if re.search(r"Error|error in|FATAL|eaddrinuse|already in use|could not", line)]
+    return "".join(dict.fromkeys(telling[:lines]) or text[-lines:])
 
 
 # ---- PostgreSQL
@@ -652,24 +668,26 @@ def _throwaway_postgres(workdir: str) -> Iterator[tuple[str, str]]:
             )
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         try:
-            if _wait_until(lambda: _postgres_ready(url), START_TIMEOUT_S, alive=proc):
+            if _wait_until(lambda: _postgres_ready(url, data), START_TIMEOUT_S, alive=proc):
                 version = os.path.basename(os.path.dirname(bindir))
                 yield url, (f"PostgreSQL {version} on :{port} ready in {time.monotonic() - started:.1f} s "
-                            f"(initdb {initdb_s:.1f} s)")
+                            f"(initdb {initdb_s:.1f} s of it)")
                 return
         finally:
             _stop_process(proc, signal.SIGQUIT, grace=10)  # immediate shutdown: the data is discarded
         if "already in use" not in _tail(log_path):
             break
-    raise DevServicesError(f"PostgreSQL did not start; last log:\n{_tail(log_path)}")
+    raise DevServicesError(f"PostgreSQL did not start; its log says:\n{_tail(log_path)}")
 
 
-def _postgres_ready(url: str) -> bool:
+def _postgres_ready(url: str, data_directory: str) -> bool:
+    """Does *our* server answer there (not another one that holds the port)?"""
     try:
-        with psycopg.connect(url, connect_timeout=2):
-            return True
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
     except psycopg.Error:
         return False
+    return row is not None and os.path.realpath(row[0]) == os.path.realpath(data_directory)
 
 
 # ---- RabbitMQ
@@ -736,11 +754,12 @@ def _epmd_path() -> str:
 
 
 @contextmanager
-def _throwaway_rabbitmq(workdir: str, *, management: bool = True) -> Iterator[Callable[[], tuple[Services, str]]]:
-    """Start a RabbitMQ node with its own name, ports, cookie, epmd and files in ``workdir``.
+def _throwaway_rabbitmq(workdir: str) -> Iterator[Callable[[], tuple[Services, str]]]:
+    """Start a RabbitMQ node (with the management API) with its own name, ports, cookie,
+    epmd and files in ``workdir``.
 
-    Yields a function that waits until the broker answers and returns (Services without
-    a database URL, detail). The node and its epmd are stopped on exit.
+    Yields a function that waits until *this* node answers and returns (Services
+    without a database URL, detail). The node and its epmd are killed on exit.
     """
     started = time.monotonic()
     bindir = rabbitmq_bindir()
@@ -748,13 +767,11 @@ def _throwaway_rabbitmq(workdir: str, *, management: bool = True) -> Iterator[Ca
     amqp_port, dist_port, epmd_port, http_port = _free_ports(4)
     node = f"conveyor-{secrets.token_hex(4)}@localhost"
     overrides = _rabbitmq_env(workdir, node=node, amqp_port=amqp_port, dist_port=dist_port, epmd_port=epmd_port)
-    env = {**_without_rabbitmq_settings(os.environ), **overrides}
-    _write_rabbitmq_files(workdir, amqp_port=amqp_port, http_port=http_port if management else None)
-    roots = ["rabbit", "rabbitmq_management"] if management else ["rabbit"]
-    plugins_dir = _minimal_plugins_dir(bindir, os.path.join(workdir, "plugins"), roots)
+    _write_rabbitmq_files(workdir, amqp_port=amqp_port, http_port=http_port)
+    plugins_dir = _minimal_plugins_dir(bindir, os.path.join(workdir, "plugins"), ["rabbit", "rabbitmq_management"])
     if plugins_dir:
         overrides["RABBITMQ_PLUGINS_DIR"] = plugins_dir
-        env["RABBITMQ_PLUGINS_DIR"] = plugins_dir
+    env = {**_without_rabbitmq_settings(os.environ), **overrides}
 
     with ExitStack() as stack:
         # Our own epmd on a private port: nothing shared with the machine's broker, and
@@ -765,7 +782,7 @@ def _throwaway_rabbitmq(workdir: str, *, management: bool = True) -> Iterator[Ca
             start_new_session=True, preexec_fn=_die_with_parent(signal.SIGKILL),
         )
         stack.callback(_stop_process, epmd, signal.SIGTERM, grace=2)
-        if not _wait_until(lambda: _port_open(epmd_port), 10, alive=epmd):
+        if not (_wait_until(lambda: _port_open(epmd_port), 10, alive=epmd) and _still_running(epmd)):
             raise DevServicesError(f"epmd did not start on port {epmd_port}")
 
         log_path = os.path.join(workdir, "server.out")
@@ -780,24 +797,40 @@ def _throwaway_rabbitmq(workdir: str, *, management: bool = True) -> Iterator[Ca
         stack.callback(_stop_process, server, signal.SIGKILL, grace=5)
 
         amqp_url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2F"
-        api = f"http://127.0.0.1:{http_port}/api" if management else None
+        api = f"http://127.0.0.1:{http_port}/api"
 
         def ready() -> tuple[Services, str]:
-            def answers() -> bool:
-                return _port_open(amqp_port) and _amqp_problem(amqp_url) is None and (
-                    api is None or _management_answers(api, amqp_url, timeout=1)
-                )
+            def answers() -> bool:  # our node, not whatever else may hold one of "our" ports
+                return _is_our_node(api, amqp_url, node, amqp_port) and _amqp_problem(amqp_url) is None
 
             if not _wait_until(answers, START_TIMEOUT_S, alive=server):
-                raise DevServicesError(f"RabbitMQ node {node} did not start; last output:\n{_tail(log_path)}")
+                raise DevServicesError(f"RabbitMQ node {node} did not start; its log says:\n{_tail(log_path)}")
             services = Services(
                 "", amqp_url, "local-binaries", management_url=api,
                 rabbitmqctl=(os.path.join(bindir, "rabbitmqctl"), "-n", node),
                 rabbitmqctl_env=tuple(sorted(overrides.items())),
             )
-            return services, f"RabbitMQ node {node} on :{amqp_port} (ready {time.monotonic() - started:.1f} s)"
+            return services, f"RabbitMQ node {node} on :{amqp_port} ready in {time.monotonic() - started:.1f} s"
 
         yield ready
+
+
+def _is_our_node(api: str, amqp_url: str, node: str, amqp_port: int) -> bool:
+    request = urllib.request.Request(f"{api}/overview", headers=_auth_header(amqp_url))
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:
+            overview = json.load(response)
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    return overview.get("node") == node and any(
+        listener.get("protocol") == "amqp" and listener.get("port") == amqp_port and listener.get("node") == node
+        for listener in overview.get("listeners", [])
+    )
+
+
+def _still_running(proc: subprocess.Popen, settle: float = 0.05) -> bool:
+    time.sleep(settle)  # a server that lost the race for its port exits at once
+    return proc.poll() is None
 
 
 def _rabbitmq_env(workdir: str, *, node: str, amqp_port: int, dist_port: int, epmd_port: int) -> dict[str, str]:
@@ -827,17 +860,20 @@ def _without_rabbitmq_settings(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if not k.startswith(("RABBITMQ_", "ERL_EPMD_"))}
 
 
-def _write_rabbitmq_files(workdir: str, *, amqp_port: int, http_port: int | None) -> None:
+def _write_rabbitmq_files(workdir: str, *, amqp_port: int, http_port: int) -> None:
     cookie = os.path.join(workdir, ".erlang.cookie")
     with open(os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w") as handle:
         handle.write(secrets.token_hex(16).upper())
     open(os.path.join(workdir, "rabbitmq-env.conf"), "w").close()
-    plugins = "[rabbitmq_management]." if http_port else "[]."
     with open(os.path.join(workdir, "enabled_plugins"), "w") as handle:
-        handle.write(plugins + "\n")
-    config = [f"listeners.tcp.1 = 127.0.0.1:{amqp_port}", "log.console = true", "log.file.level = warning"]
-    if http_port:
-        config += [f"management.tcp.port = {http_port}", "management.tcp.ip = 127.0.0.1"]
+        handle.write("[rabbitmq_management].\n")  # +~0.4 s at boot; a vhost then costs ~40 ms, not ~1.3 s
+    config = [
+        f"listeners.tcp.1 = 127.0.0.1:{amqp_port}",
+        f"management.tcp.port = {http_port}",
+        "management.tcp.ip = 127.0.0.1",
+        "log.console = true",
+        "log.file.level = warning",
+    ]
     with open(os.path.join(workdir, "rabbitmq.conf"), "w") as handle:
         handle.write("\n".join(config) + "\n")
 
@@ -857,3 +893,95 @@ def redact(url: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+# --------------------------------------------------------------------------- a broker to restart
+
+
+class RestartableRabbitMQ:
+    """A RabbitMQ node of our own, for tests that crash and restart the broker; never the
+    machine's. ``with RestartableRabbitMQ() as broker:`` starts it; ``broker.stop()`` stops
+    it as a restart would, ``broker.kill()`` crashes it (SIGKILL; what was declared in the
+    last moments may be lost), ``broker.start()`` boots it again on the same port with the
+    same data (durable queues and persistent messages survive); leaving the block deletes it.
+    ``amqp_url`` is its default vhost as ``guest``.
+    """
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._server: subprocess.Popen | None = None
+        self.workdir = ""
+        self.amqp_url = ""
+
+    def __enter__(self) -> "RestartableRabbitMQ":
+        _sweep_stale_temp_dirs()
+        base = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+        self._stack.callback(shutil.rmtree, base, ignore_errors=True)
+        self.workdir = os.path.join(base, "rabbitmq")
+        os.mkdir(self.workdir, 0o700)
+        self._bindir = rabbitmq_bindir()
+        self.amqp_port, dist_port, epmd_port = _free_ports(3)
+        node = f"conveyor-{secrets.token_hex(4)}@localhost"
+        overrides = _rabbitmq_env(self.workdir, node=node, amqp_port=self.amqp_port, dist_port=dist_port,
+                                  epmd_port=epmd_port)
+        plugins_dir = _minimal_plugins_dir(self._bindir, os.path.join(self.workdir, "plugins"), ["rabbit"])
+        if plugins_dir:
+            overrides["RABBITMQ_PLUGINS_DIR"] = plugins_dir
+        self._env = {**_without_rabbitmq_settings(os.environ), **overrides}
+        self._write_files()
+        self.amqp_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
+        try:
+            epmd = subprocess.Popen(
+                [_epmd_path(), "-port", str(epmd_port), "-address", "127.0.0.1"],
+                env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGKILL),
+            )
+            self._stack.callback(_stop_process, epmd, signal.SIGTERM, grace=2)
+            if not _wait_until(lambda: _port_open(epmd_port), 10, alive=epmd):
+                raise DevServicesError(f"epmd did not start on port {epmd_port}")
+            self._stack.callback(self.kill)
+            self.start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def _write_files(self) -> None:
+        """Cookie, empty env file, no plugins, AMQP on loopback only."""
+        cookie = os.path.join(self.workdir, ".erlang.cookie")
+        with open(os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w") as handle:
+            handle.write(secrets.token_hex(16).upper())
+        open(os.path.join(self.workdir, "rabbitmq-env.conf"), "w").close()
+        with open(os.path.join(self.workdir, "enabled_plugins"), "w") as handle:
+            handle.write("[].\n")
+        with open(os.path.join(self.workdir, "rabbitmq.conf"), "w") as handle:
+            handle.write(f"listeners.tcp.1 = 127.0.0.1:{self.amqp_port}\nlog.console = true\n")
+
+    def start(self, *, timeout: float = START_TIMEOUT_S) -> None:
+        """Boot the node (again) and wait until it accepts AMQP connections."""
+        log_path = os.path.join(self.workdir, "server.out")
+        with open(log_path, "ab") as log_file:
+            self._server = subprocess.Popen(
+                [os.path.join(self._bindir, "rabbitmq-server")], cwd=self.workdir, env=self._env,
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGKILL),
+            )
+        ready = lambda: _port_open(self.amqp_port) and _amqp_problem(self.amqp_url) is None  # noqa: E731
+        if not _wait_until(ready, timeout, alive=self._server):
+            raise DevServicesError(f"RabbitMQ did not start; its log says:\n{_tail(log_path)}")
+
+    def stop(self) -> None:
+        """Stop the node the way a restart does (SIGTERM: clients get 320 CONNECTION_FORCED).
+        Unlike ``kill()``, nothing declared or confirmed just before can be lost."""
+        if self._server is not None:
+            _stop_process(self._server, signal.SIGTERM, grace=30)
+            self._server = None
+
+    def kill(self) -> None:
+        """Crash the node (SIGKILL to its process group); its data stays for the next start."""
+        if self._server is not None:
+            _stop_process(self._server, signal.SIGKILL, grace=5)
+            self._server = None
