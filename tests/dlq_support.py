@@ -1,0 +1,163 @@
+"""Helpers for the DLQ console's integration tests: realistic dead letters, the console run
+in-process (or as a real process), and independent reads of a queue to check it afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pika
+from pika.spec import BasicProperties
+
+from db.errors import TransientDatabaseError
+from schemas.errors import InvalidMessage
+from support import ROOT
+from workers.dlq.letters import DeadLetter
+from workers.runtime.envelope import Delivery, Failure, failure_properties
+
+QUEUE, DLQ = "conveyor.orders", "conveyor.orders.dlq"
+OPERATOR = "ops-alice"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+def dlq(settings, *args: str, stdin: str = "", operator: str = OPERATOR) -> Result:
+    """`conveyor dlq ARGS...` in this process (fast), with the test's database and vhost."""
+    from workers.cli import main
+
+    env = {"CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": settings.amqp_url,
+           "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "WARNING", "CONVEYOR_OPERATOR": operator}
+    out, err = io.StringIO(), io.StringIO()
+    with _environment(env), _stdin(stdin), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["dlq", *args])
+        except SystemExit as exit_:  # argparse usage errors
+            code = exit_.code
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def dlq_process(settings, *args: str, operator: str = OPERATOR) -> subprocess.Popen:
+    """`conveyor dlq ARGS...` as a real process (for SIGKILL)."""
+    env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": settings.amqp_url,
+           "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_OPERATOR": operator}
+    return subprocess.Popen([sys.executable, "-m", "workers", "dlq", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _stdin(text: str):
+    saved, sys.stdin = sys.stdin, io.StringIO(text)
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
+def raised(error: BaseException) -> BaseException:
+    """The error with a real traceback, as the runtime sees it."""
+    try:
+        raise error
+    except BaseException as caught:  # noqa: BLE001
+        return caught
+
+
+def lock_timeout() -> BaseException:
+    error = raised(TransientDatabaseError("55P03: canceling statement due to lock timeout"))
+    error.code = "55P03"
+    return error
+
+
+def schema_violation(detail: str) -> BaseException:
+    return raised(InvalidMessage("schema_violation", detail))
+
+
+def dead_letter_properties(body: bytes, error: BaseException, *, message_id: str | None = None,
+                           attempts: int = 1, reason: str = "transient: gave up after 3 attempts",
+                           failed_at: datetime | None = None, routing_key: str = "order.created") -> BasicProperties:
+    """What the order worker publishes to its DLQ (built by the runtime's own function)."""
+    original = BasicProperties(message_id=message_id or str(uuid.uuid4()), content_type="application/json",
+                               type=routing_key, delivery_mode=2, app_id="shop")
+    delivery = Delivery(1, 1, "orders", routing_key, False, original, body)
+    code = getattr(error, "code", type(error).__name__)
+    return failure_properties(delivery, Failure(error, code, reason), queue=QUEUE, attempts=attempts,
+                              now=failed_at or datetime.now(timezone.utc))
+
+
+def put_in_dlq(amqp_url: str, letters: list[tuple[bytes, BasicProperties]], *, queue: str = DLQ) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for body, properties in letters:
+            channel.basic_publish("", queue, body, properties, mandatory=True)
+    finally:
+        connection.close()
+
+
+def drain(amqp_url: str, queue: str) -> list[tuple[BasicProperties, bytes]]:
+    """Take (and ack) everything in a queue, head first: an independent check of content and order."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    taken = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append((properties, body))
+    finally:
+        connection.close()
+
+
+def conveyor_headers(properties: BasicProperties) -> dict:
+    return {k: v for k, v in (properties.headers or {}).items() if k.startswith("x-conveyor-")}
+
+
+def hold_stock_lock(database_url: str, sku: str, tenant: str = "default"):
+    """Another transaction sits on the SKU's advisory lock: the worker's lock times out (55P03)."""
+    import psycopg
+
+    from db.locks import stock_lock_key
+
+    conn = psycopg.connect(database_url)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (stock_lock_key(tenant, sku),))
+    return conn
+
+
+def make_letter(message: str = "boom", *, error_class: str = "ValueError", where: str = "worker.py:10 handle",
+                failed_at: datetime | None = None, routing_key: str = "order.created") -> DeadLetter:
+    """A DeadLetter for pure tests."""
+    return DeadLetter(position=0, message_id="m", order_id=None, exchange="orders", routing_key=routing_key,
+                      original_queue=QUEUE, error_class=error_class, error_code="x", error_message=message,
+                      reason="", where=where, attempts=1, first_failed_at=failed_at, failed_at=failed_at,
+                      replay_id=None, replayed_by=None, body_size=1)
