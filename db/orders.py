@@ -32,6 +32,29 @@ INSERT_RESERVATIONS = """
 INSERT INTO reservations (order_id, tenant_id, sku, quantity)
 SELECT %s, %s, r.sku, r.quantity FROM unnest(%s::text[], %s::int[]) AS r(sku, quantity)
 """
+REGISTER_MANY = """
+INSERT INTO order_registry (order_id, tenant_id, placed_at)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[])
+ON CONFLICT (order_id) DO NOTHING
+RETURNING order_id
+"""
+ENSURE_TENANTS = """
+INSERT INTO tenants (tenant_id, name) SELECT t, t FROM unnest(%s::text[]) AS t ON CONFLICT DO NOTHING
+"""
+INSERT_ORDERS = """
+INSERT INTO orders (order_id, placed_at, tenant_id, customer_id, currency, total, status,
+                    status_reason, source_message_id)
+SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::numeric[],
+                     %s::text[], %s::text[], %s::text[])
+"""
+INSERT_LINES_MANY = """
+INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, status, reason)
+SELECT * FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::int[], %s::numeric[], %s::text[], %s::text[])
+"""
+INSERT_RESERVATIONS_MANY = """
+INSERT INTO reservations (order_id, tenant_id, sku, quantity)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[])
+"""
 SHOW_ORDER = """
 SELECT o.order_id, o.tenant_id, o.customer_id, o.currency, o.total, o.status, o.status_reason,
        o.placed_at, o.created_at, o.updated_at
@@ -92,6 +115,26 @@ class OrderRepository:
     def add_reservations(self, order_id: UUID, tenant_id: str, quantities: dict[str, int]) -> None:
         skus = list(quantities)
         self._conn.execute(INSERT_RESERVATIONS, (order_id, tenant_id, skus, [quantities[s] for s in skus]))
+
+    def register_many(self, orders: list[tuple[UUID, str, datetime]]) -> set[UUID]:
+        """Claim several order ids; returns those that were new."""
+        self._conn.execute(ENSURE_TENANTS, (sorted({t for _, t, _ in orders}),))
+        rows = self._conn.execute(REGISTER_MANY, tuple(map(list, zip(*orders))))
+        return {row[0] for row in rows}
+
+    def add_many(self, orders: list[NewOrder]) -> None:
+        """Insert orders and their lines: two statements for the whole list."""
+        self._conn.execute(INSERT_ORDERS, tuple(map(list, zip(*[
+            (o.order_id, o.placed_at, o.tenant_id, o.customer_id, o.currency, o.total, o.status,
+             o.status_reason, o.source_message_id) for o in orders]))))
+        lines = [(o.order_id, l.line_no, l.sku, l.quantity, l.unit_price,
+                  "RESERVED" if o.status == "RESERVED" else "REJECTED", l.reason)
+                 for o in orders for l in o.lines]
+        self._conn.execute(INSERT_LINES_MANY, tuple(map(list, zip(*lines))))
+
+    def add_reservations_many(self, rows: list[tuple[UUID, str, str, int]]) -> None:
+        if rows:
+            self._conn.execute(INSERT_RESERVATIONS_MANY, tuple(map(list, zip(*rows))))
 
     def show(self, order_id: UUID) -> dict | None:
         row = self._conn.execute(SHOW_ORDER, (order_id,)).fetchone()

@@ -21,6 +21,17 @@ SET reserved = s.reserved + r.qty, last_cause = %s
 FROM unnest(%s::text[], %s::int[]) AS r(sku, qty)
 WHERE s.tenant_id = %s AND s.sku = r.sku AND s.on_hand - s.reserved >= r.qty
 """
+LEVELS_MANY = """
+SELECT s.tenant_id, s.sku, s.on_hand, s.reserved
+FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, sku)
+JOIN stock_levels s USING (tenant_id, sku)
+"""
+RESERVE_MANY = """
+UPDATE stock_levels s
+SET reserved = s.reserved + r.qty, last_cause = %s
+FROM unnest(%s::text[], %s::text[], %s::int[]) AS r(tenant_id, sku, qty)
+WHERE s.tenant_id = r.tenant_id AND s.sku = r.sku AND s.on_hand - s.reserved >= r.qty
+"""
 ENSURE_PRODUCT = """
 INSERT INTO products (tenant_id, sku, name, price, currency) VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (tenant_id, sku) DO NOTHING
@@ -68,6 +79,20 @@ class StockRepository:
                 f"reservation of {quantities} for tenant {tenant_id} matched {cursor.rowcount} rows;"
                 " stock changed under the lock"
             )
+
+    def levels_many(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], StockLevel]:
+        """Levels of several (tenant, SKU) pairs in one round trip."""
+        rows = self._conn.execute(LEVELS_MANY, ([t for t, _ in pairs], [s for _, s in pairs])).fetchall()
+        return {(t, sku): StockLevel(sku, on_hand, reserved) for t, sku, on_hand, reserved in rows}
+
+    def reserve_many(self, quantities: dict[tuple[str, str], int], *, cause: str) -> None:
+        """One UPDATE for a whole batch: each SKU changes once, by the sum of its orders."""
+        keys = sorted(quantities)
+        cursor = self._conn.execute(RESERVE_MANY, (
+            cause, [t for t, _ in keys], [s for _, s in keys], [quantities[k] for k in keys]))
+        if cursor.rowcount != len(keys):
+            raise IntegrityViolation(f"batch reservation matched {cursor.rowcount} of {len(keys)} SKUs;"
+                                     " stock changed under the lock")
 
     def set_on_hand(self, tenant_id: str, sku: str, on_hand: int, *, name: str = "",
                     price: str = "0", currency: str = "EUR", cause: str = "stock-set") -> StockLevel:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from db.orders import NewLine, NewOrder
+from db.stock import StockLevel
 from db.uow import UnitOfWork
 from schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
 from schemas.orders import OrderCreated
@@ -24,38 +25,82 @@ def lock_pairs(message: OrderCreated, ctx: HandlerContext) -> list[tuple[str, st
 
 
 def handle_order_created(message: OrderCreated, uow: UnitOfWork, ctx: HandlerContext) -> str:
-    tenant = message.tenant_id or ctx.default_tenant
-    if not uow.orders.register(message.order_id, tenant_id=tenant, placed_at=message.placed_at):
-        return "duplicate_order"
-    lines = [reservation.LineRequest(n, item.sku, item.quantity)
-             for n, item in enumerate(message.items, start=1)]
-    stock = uow.stock.levels(tenant, sorted({line.sku for line in lines}))
-    decision = reservation.decide(lines, stock)
-    if decision.accepted:
-        uow.stock.reserve(tenant, decision.quantities, cause=f"order.reserved:{message.order_id}")
-    _record_order(message, tenant, decision, uow, ctx)
-    if decision.accepted:
-        uow.orders.add_reservations(message.order_id, tenant, decision.quantities)
-    _publish_outcome(message, tenant, decision, uow)
-    return "reserved" if decision.accepted else "rejected"
+    return handle_order_created_batch([(message, ctx)], uow)[0]
 
 
-def _record_order(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision,
-                  uow: UnitOfWork, ctx: HandlerContext) -> None:
+def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]], uow: UnitOfWork) -> list[str]:
+    """Reserve a whole batch in a few set-based statements, deciding orders one after the
+    other exactly as if they had come one by one (stock taken by earlier ones is gone)."""
+    tenants = [message.tenant_id or ctx.default_tenant for message, ctx in batch]
+    fresh = uow.orders.register_many(_first_of_each_order(batch, tenants))
+    levels = uow.stock.levels_many(sorted({(t, i.sku) for (m, _), t in zip(batch, tenants) for i in m.items}))
+    taken: dict[tuple[str, str], int] = {}
+    outcomes, orders, held, events = [], [], [], []
+    for (message, ctx), tenant in zip(batch, tenants):
+        if message.order_id not in fresh:
+            outcomes.append("duplicate_order")
+            continue
+        fresh.discard(message.order_id)  # a second copy in this batch is a duplicate too
+        decision = reservation.decide(_lines(message), _remaining(levels, taken, tenant, message))
+        for sku, quantity in decision.quantities.items() if decision.accepted else ():
+            taken[(tenant, sku)] = taken.get((tenant, sku), 0) + quantity
+            held.append((message.order_id, tenant, sku, quantity))
+        orders.append(_new_order(message, tenant, decision, ctx))
+        events.append(_outcome_event(message, tenant, decision))
+        outcomes.append("reserved" if decision.accepted else "rejected")
+    _write(uow, taken, orders, held, events)
+    return outcomes
+
+
+def _first_of_each_order(batch, tenants) -> list[tuple]:
+    seen: dict = {}
+    for (message, _), tenant in zip(batch, tenants):
+        seen.setdefault(message.order_id, (message.order_id, tenant, message.placed_at))
+    return list(seen.values())
+
+
+def _lines(message: OrderCreated) -> list[reservation.LineRequest]:
+    return [reservation.LineRequest(n, item.sku, item.quantity) for n, item in enumerate(message.items, start=1)]
+
+
+def _remaining(levels, taken, tenant: str, message: OrderCreated) -> dict[str, StockLevel]:
+    """The stock this order sees: what the database said, less what earlier orders of the batch took."""
+    view = {}
+    for item in message.items:
+        level = levels.get((tenant, item.sku))
+        if level is not None:
+            view[item.sku] = StockLevel(item.sku, level.on_hand, level.reserved + taken.get((tenant, item.sku), 0))
+    return view
+
+
+def _write(uow: UnitOfWork, taken, orders, held, events) -> None:
+    if taken:
+        first = next(o for o in orders if o.status == "RESERVED")
+        more = sum(o.status == "RESERVED" for o in orders) - 1
+        uow.stock.reserve_many(dict(taken), cause=f"order.reserved:{first.order_id}" + (f"+{more}" if more else ""))
+    if orders:
+        uow.orders.add_many(orders)
+        uow.orders.add_reservations_many(held)
+    for routing_key, order_id, payload in events:
+        uow.outbox.add(exchange=EVENTS_EXCHANGE, routing_key=routing_key, payload=payload,
+                       correlation_id=str(order_id))
+
+
+def _new_order(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision,
+               ctx: HandlerContext) -> NewOrder:
     reasons = {r.line_no: r.reason for r in decision.rejections}
-    lines = [NewLine(n, item.sku, item.quantity, item.unit_price, reasons.get(n))
-             for n, item in enumerate(message.items, start=1)]
-    uow.orders.add(NewOrder(
+    return NewOrder(
         order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id,
         currency=message.currency, total=order_total(message), placed_at=message.placed_at,
         status="RESERVED" if decision.accepted else "REJECTED",
         status_reason=None if decision.accepted else _summary(decision),
-        source_message_id=ctx.message_id, lines=lines,
-    ))
+        source_message_id=ctx.message_id,
+        lines=[NewLine(n, item.sku, item.quantity, item.unit_price, reasons.get(n))
+               for n, item in enumerate(message.items, start=1)],
+    )
 
 
-def _publish_outcome(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision,
-                     uow: UnitOfWork) -> None:
+def _outcome_event(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision):
     now = datetime.now(timezone.utc)
     if decision.accepted:
         event = OrderReserved(
@@ -63,16 +108,12 @@ def _publish_outcome(message: OrderCreated, tenant: str, decision: reservation.R
             currency=message.currency, total=order_total(message), occurred_at=now,
             lines=[ReservedLine(line_no=n, sku=i.sku, quantity=i.quantity, unit_price=i.unit_price)
                    for n, i in enumerate(message.items, start=1)])
-        routing_key = "order.reserved"
-    else:
-        event = OrderRejected(
-            order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id,
-            occurred_at=now,
-            lines=[RejectedLine(line_no=r.line_no, sku=r.sku, requested=r.requested,
-                                available=r.available, reason=r.reason) for r in decision.rejections])
-        routing_key = "order.rejected"
-    uow.outbox.add(exchange=EVENTS_EXCHANGE, routing_key=routing_key,
-                   payload=event.model_dump(mode="json"), correlation_id=str(message.order_id))
+        return "order.reserved", message.order_id, event.model_dump(mode="json")
+    event = OrderRejected(
+        order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id, occurred_at=now,
+        lines=[RejectedLine(line_no=r.line_no, sku=r.sku, requested=r.requested,
+                            available=r.available, reason=r.reason) for r in decision.rejections])
+    return "order.rejected", message.order_id, event.model_dump(mode="json")
 
 
 def handle_cancel(message: CancelOrder, uow: UnitOfWork, ctx: HandlerContext) -> str:
@@ -95,7 +136,8 @@ SPEC = WorkerSpec(
     queue="conveyor.orders",
     bindings=(("orders", "order.created"), ("orders", "order.cancelled")),
     routes={
-        "order.created": Route(OrderCreated, handle_order_created, lock_pairs),
+        "order.created": Route(OrderCreated, handle_order_created, lock_pairs,
+                               batch_handler=handle_order_created_batch),
         "order.cancelled": Route(CancelOrder, handle_cancel, lock_query=transitions.reservation_lock_pairs),
     },
 )

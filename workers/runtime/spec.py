@@ -29,6 +29,9 @@ class Route:
     # ... or read from the database (message, uow) at the start of the batch transaction.
     # Every lock of a batch is taken in one sorted pass, so batches cannot deadlock.
     lock_query: Callable[[Any, Any], list[tuple[str, str]]] | None = None
+    # Optional set-based form of `handler`: batch_handler([(message, ctx), ...], uow) returns
+    # one outcome per message, with the same effect as running `handler` on each in order.
+    batch_handler: Callable[[list[tuple[Any, HandlerContext]], Any], list[str]] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""Benchmark plumbing: a fresh database and vhost, seeding, publishing without waiting,
+worker processes with their CPU time and peak RSS read from /proc, and percentiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pika
+import psycopg
+
+from db.connection import connect
+from db.migrate import ensure_partitions, migrate
+from db.stock import StockRepository
+from workers import devservices
+from workers.bootstrap import WORKERS
+from workers.config import load_settings
+from workers.runtime import topology
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Stage:
+    database_url: str
+    amqp_url: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def prepare(self, stock: dict[str, int]) -> None:
+        migrate(self.database_url)
+        ensure_partitions(self.database_url)
+        settings = load_settings(database_url=self.database_url, amqp_url=self.amqp_url)
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        channel = connection.channel()
+        topology.declare_exchanges(channel)
+        for spec in WORKERS.values():
+            topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
+                                    delivery_limit=settings.delivery_limit)
+        connection.close()
+        with connect(self.database_url) as conn, conn.transaction():
+            repo = StockRepository(conn)
+            for sku, units in stock.items():
+                repo.set_on_hand("default", sku, units, price="1.00")
+
+    def start(self, argv: list[str], *, count: int, extra_env: dict | None = None) -> None:
+        env = {**os.environ, "CONVEYOR_DATABASE_URL": self.database_url, "CONVEYOR_AMQP_URL": self.amqp_url,
+               "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "WARNING", **(extra_env or {})}
+        for _ in range(count):
+            self.processes.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT,
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def usage(self) -> dict:
+        """CPU seconds and peak RSS of the running processes (read before stopping them)."""
+        cpu, peaks = 0.0, []
+        for process in self.processes:
+            with open(f"/proc/{process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            with open(f"/proc/{process.pid}/status") as f:
+                peaks += [int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")]
+        return {"cpu_seconds": round(cpu, 2), "peak_rss_mb": round(max(peaks), 1) if peaks else None}
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+@contextmanager
+def stage(services: devservices.Services):
+    with devservices.fresh_database(services, prefix="conveyor_bench") as database_url, \
+            devservices.fresh_vhost(services, prefix="conveyor-bench") as amqp_url:
+        current = Stage(database_url, amqp_url)
+        try:
+            yield current
+        finally:
+            current.stop()
+
+
+def order(skus: list[str], *, quantity: int = 1) -> dict:
+    return {"order_id": str(uuid.uuid4()), "customer_id": "bench", "currency": "EUR",
+            "items": [{"sku": sku, "quantity": quantity, "unit_price": "1.00"} for sku in skus],
+            "placed_at": datetime.now(timezone.utc).isoformat()}
+
+
+def publish(channel, body: dict) -> None:
+    properties = pika.BasicProperties(message_id=str(uuid.uuid4()), content_type="application/json",
+                                      type="order.created", delivery_mode=2)
+    channel.basic_publish("orders", "order.created", json.dumps(body).encode(), properties)
+
+
+def preload(amqp_url: str, orders: list[dict]) -> None:
+    """Publish everything (no per-message confirm), then make sure the queue holds it all."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    for body in orders:
+        publish(channel, body)
+    deadline = time.monotonic() + 60
+    while channel.queue_declare("conveyor.orders", passive=True).method.message_count < len(orders):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the broker did not take every benchmark order")
+        time.sleep(0.1)
+    connection.close()
+
+
+def decided(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM orders").fetchone()[0]
+
+
+def wait_decided(database_url: str, total: int, *, timeout: float = 600) -> float:
+    """Seconds until `total` orders are decided (polled every 50 ms)."""
+    started = time.monotonic()
+    while decided(database_url) < total:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"only {decided(database_url)}/{total} orders decided after {timeout}s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def verify(database_url: str, total: int) -> list[str]:
+    """Every order decided exactly once, no oversell, no drift; returns the problems found."""
+    from db.reconcile import run_checks
+
+    problems = []
+    with psycopg.connect(database_url) as conn:
+        orders, distinct = conn.execute("SELECT count(*), count(DISTINCT order_id) FROM orders").fetchone()
+        oversold = conn.execute("SELECT count(*) FROM stock_levels WHERE reserved > on_hand").fetchone()[0]
+        drift = {k: len(v) for k, v in run_checks(conn).items() if v}
+    if orders != total or distinct != total:
+        problems.append(f"{orders} orders ({distinct} distinct) for {total} published")
+    if oversold:
+        problems.append(f"{oversold} SKUs oversold")
+    if drift:
+        problems.append(f"reconcile drift {drift}")
+    return problems
+
+
+def percentiles(values: list[float]) -> dict:
+    if len(values) < 2:
+        return {"p50": None, "p95": None, "p99": None}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}

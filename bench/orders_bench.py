@@ -1,0 +1,189 @@
+"""Order-intake benchmark: Conveyor's batched workers against a plain reference consumer,
+measured in the same run on a fresh database and vhost per measurement.
+
+    make bench                       # defaults: 20,000 orders, 3 repeats
+    python -m bench.orders_bench --orders 20000 --repeat 3 --json bench-result.json
+
+Prints orders/s end to end (queue pre-loaded, clock from worker start to the last order
+decided), publish-to-commit latency p50/p95/p99 at a fixed offered load and flat out,
+worker CPU seconds and peak RSS, and the ratios. A wrong result (an order not decided
+exactly once, oversold stock, reconcile drift) fails the benchmark whatever its speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+
+import pika
+import psycopg
+
+from bench import harness
+from workers import devservices
+
+CONVEYOR = ["-m", "workers", "run", "orders"]
+REFERENCE = ["-m", "bench.reference_consumer"]
+
+
+def catalogue(mix: str, orders: int) -> tuple[dict[str, int], callable]:
+    rng = random.Random(1)
+    cold = [f"COLD-{i:05d}" for i in range(5000)]
+    if mix == "low-contention":
+        return {s: 1_000_000 for s in cold}, lambda: harness.order(rng.sample(cold, 3))
+    hot = ["HOT-1", "HOT-2", "HOT-3"]
+    stock = {s: 1_000_000 for s in cold} | {h: int(orders * 0.7 / 3) for h in hot}
+    return stock, lambda: harness.order([rng.choice(hot), *rng.sample(cold, 2)])
+
+
+def throughput(services, *, mix: str, argv: list[str], processes: int, orders: int,
+               env: dict | None = None) -> dict:
+    stock, make = catalogue(mix, orders)
+    with harness.stage(services) as stage:
+        stage.prepare(stock)
+        harness.preload(stage.amqp_url, [make() for _ in range(orders)])
+        stage.start(argv, count=processes, extra_env=env)
+        seconds = harness.wait_decided(stage.database_url, orders)
+        usage = stage.usage()
+        stage.stop()
+        problems = harness.verify(stage.database_url, orders)
+    return {"orders_per_s": round(orders / seconds, 1), "seconds": round(seconds, 2),
+            "cpu_ms_per_order": round(usage["cpu_seconds"] * 1000 / orders, 3),
+            "peak_rss_mb": usage["peak_rss_mb"], "problems": problems}
+
+
+def latency(services, *, rate: float, seconds: float, processes: int) -> dict:
+    """Publish at `rate`/s (0: flat out) while workers run; time each order until it is visible."""
+    stock, make = catalogue("low-contention", int(max(rate, 2000) * seconds))
+    with harness.stage(services) as stage:
+        stage.prepare(stock)
+        stage.start(CONVEYOR, count=processes)
+        time.sleep(3)  # consumers connected
+        sent: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        done = threading.Event()
+        poller = threading.Thread(target=_poll_visible, args=(stage.database_url, sent, seen, done))
+        poller.start()
+        total = _publish_paced(stage.amqp_url, make, sent, rate=rate, seconds=seconds)
+        harness.wait_decided(stage.database_url, total)
+        time.sleep(0.1)
+        done.set()
+        poller.join()
+        stage.stop()
+        problems = harness.verify(stage.database_url, total)
+    values = [(seen[o] - sent[o]) * 1000 for o in sent if o in seen]
+    return {"offered_per_s": rate or "max", "orders": total, **harness.percentiles(values),
+            "problems": problems + ([] if len(values) == total else [f"{total - len(values)} not timed"])}
+
+
+def _publish_paced(amqp_url: str, make, sent: dict, *, rate: float, seconds: float) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    count = int(rate * seconds) if rate else 10_000
+    started = time.monotonic()
+    for i in range(count):
+        if rate:
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+        body = make()
+        sent[body["order_id"]] = time.monotonic()
+        harness.publish(channel, body)
+        if i % 200 == 0:
+            connection.process_data_events(0)
+    connection.close()
+    return count
+
+
+def _poll_visible(database_url: str, sent: dict, seen: dict, done: threading.Event) -> None:
+    """Every ~2 ms ask which pending orders are committed: visibility ≈ commit time."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while not done.is_set():
+            pending = [o for o in list(sent) if o not in seen]
+            if pending:
+                now = time.monotonic()
+                for (order_id,) in conn.execute("SELECT order_id::text FROM orders WHERE order_id = ANY(%s::uuid[])",
+                                                (pending,)):
+                    seen[order_id] = now
+            time.sleep(0.002)
+
+
+def summarise(runs: list[dict], key: str) -> dict:
+    values = [r[key] for r in runs]
+    return {"median": round(statistics.median(values), 1), "min": min(values), "max": max(values)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=20_000)
+    parser.add_argument("--reference-orders", type=int, default=5_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mixes", default="low-contention,hot-sku")
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    results: dict = {"machine": _machine(), "throughput": {}, "latency": {}}
+    with devservices.provide_services(log=lambda s: print(s, file=sys.stderr)) as services:
+        for mix in args.mixes.split(","):
+            results["throughput"][mix] = _compare(services, mix, args)
+        results["latency"]["offered_1000"] = latency(services, rate=1000, seconds=args.latency_seconds, processes=2)
+        results["latency"]["flat_out"] = latency(services, rate=0, seconds=args.latency_seconds, processes=2)
+    problems = [p for mix in results["throughput"].values() for run in mix["runs"] for p in run["problems"]]
+    problems += [p for run in results["latency"].values() for p in run["problems"]]
+    results["ok"] = not problems
+    print(render(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0 if not problems else 1
+
+
+def _compare(services, mix: str, args) -> dict:
+    runs = []
+    for repeat in range(args.repeat):
+        print(f"[{mix}] run {repeat + 1}/{args.repeat}", file=sys.stderr, flush=True)
+        reference = throughput(services, mix=mix, argv=REFERENCE, processes=1, orders=args.reference_orders)
+        one = throughput(services, mix=mix, argv=CONVEYOR, processes=1, orders=args.orders)
+        two = throughput(services, mix=mix, argv=CONVEYOR, processes=2, orders=args.orders)
+        runs.append({"reference_1p": reference, "conveyor_1p": one, "conveyor_2p": two,
+                     "ratio_2p_vs_reference": round(two["orders_per_s"] / reference["orders_per_s"], 2),
+                     "speedup_1p_to_2p": round(two["orders_per_s"] / one["orders_per_s"], 2),
+                     "problems": reference["problems"] + one["problems"] + two["problems"]})
+    flat = {name: [r[name] for r in runs] for name in ("reference_1p", "conveyor_1p", "conveyor_2p")}
+    return {"runs": runs,
+            "orders_per_s": {name: summarise(v, "orders_per_s") for name, v in flat.items()},
+            "ratio_2p_vs_reference": summarise(runs, "ratio_2p_vs_reference"),
+            "speedup_1p_to_2p": summarise(runs, "speedup_1p_to_2p"),
+            "cpu_ms_per_order": {name: summarise(v, "cpu_ms_per_order") for name, v in flat.items()},
+            "peak_rss_mb": {name: max(r["peak_rss_mb"] for r in v) for name, v in flat.items()}}
+
+
+def render(results: dict) -> str:
+    lines = ["", "Conveyor order-intake benchmark", f"  machine: {results['machine']}"]
+    for mix, data in results["throughput"].items():
+        ops = data["orders_per_s"]
+        lines.append(f"  [{mix}] orders/s median (min–max) over {len(data['runs'])} runs")
+        for name in ("reference_1p", "conveyor_1p", "conveyor_2p"):
+            o = ops[name]
+            lines.append(f"    {name:<14} {o['median']:>8} ({o['min']}–{o['max']})   CPU "
+                         f"{data['cpu_ms_per_order'][name]['median']} ms/order, peak RSS {data['peak_rss_mb'][name]} MB")
+        r, s = data["ratio_2p_vs_reference"], data["speedup_1p_to_2p"]
+        lines.append(f"    ratio 2 processes / reference {r['median']}× ({r['min']}–{r['max']}); "
+                     f"speed-up 1→2 processes {s['median']}× ({s['min']}–{s['max']})")
+    for name, run in results["latency"].items():
+        lines.append(f"  publish→commit latency, {name} ({run['orders']} orders): p50 {run['p50']} ms, "
+                     f"p95 {run['p95']} ms, p99 {run['p99']} ms")
+    lines.append(f"  verdict: {'OK (every order decided once, no oversell, no drift)' if results['ok'] else 'WRONG RESULT'}")
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    import os
+    import platform
+    return f"{platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
