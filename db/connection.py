@@ -24,3 +24,27 @@ def make_pool(url: str, *, size: int = 2, name: str = "conveyor", **kwargs: obje
         url, min_size=1, max_size=size, kwargs=connection_kwargs(application_name=name, **kwargs),
         check=ConnectionPool.check_connection, open=True, name=name, timeout=10,
     )
+
+
+class DedicatedConnection:
+    """One connection for one thread, reopened on the next use after it broke.
+
+    The batch processor uses it instead of the pool: a pool's health check costs a round
+    trip on every checkout, and a single thread has nothing to share.
+    """
+
+    def __init__(self, url: str, **kwargs: object) -> None:
+        self._url = url
+        self._kwargs = kwargs
+        self._conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = connect(self._url, **self._kwargs)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

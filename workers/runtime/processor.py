@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
                       wait_random_exponential)
 
+from db.connection import DedicatedConnection
 from db.errors import is_transient, translate
 from db.locks import lock_stock
 from db.uow import UnitOfWork
@@ -57,23 +57,28 @@ class BatchStats:
 
 class Processor:
     def __init__(self, spec: WorkerSpec, settings: Settings, *, inbound: queue.Queue,
-                 consumer: Consumer, pool: ConnectionPool, stop: threading.Event) -> None:
+                 consumer: Consumer, stop: threading.Event) -> None:
         self.spec = spec
         self.settings = settings
         self.inbound = inbound
         self.consumer = consumer
-        self.pool = pool
+        self.db = DedicatedConnection(settings.database_url, application_name=f"conveyor-{spec.name}",
+                                      lock_timeout_ms=settings.lock_timeout_ms,
+                                      statement_timeout_ms=settings.statement_timeout_ms)
         self.stop = stop
         self.stats = BatchStats()
         self.policy = failure.RetryPolicy(settings.max_attempts, settings.retry_delays)
 
     def run(self) -> None:
-        while not (self.stop.is_set() and self.consumer.cancelled.is_set() and self.inbound.empty()):
-            batch = self._next_batch()
-            # Deliveries from a channel that died are redelivered anyway: skip the work.
-            current = [d for d in batch if self.consumer.is_live(d.generation)]
-            if current:
-                self.process(current)
+        try:
+            while not (self.stop.is_set() and self.consumer.cancelled.is_set() and self.inbound.empty()):
+                batch = self._next_batch()
+                # Deliveries from a channel that died are redelivered anyway: skip the work.
+                current = [d for d in batch if self.consumer.is_live(d.generation)]
+                if current:
+                    self.process(current)
+        finally:
+            self.db.close()
 
     def _next_batch(self) -> list[Delivery]:
         try:
@@ -145,12 +150,12 @@ class Processor:
         )
 
     def _attempt(self, results: list[Result]) -> None:
-        with self.pool.connection() as conn:
-            with conn.transaction():
-                lock_stock(conn, self._lock_pairs(conn, results))
-                if not self._run_set_based(conn, results):
-                    for result in results:
-                        self._run_one(conn, result)
+        conn = self.db.get()
+        with conn.transaction():
+            lock_stock(conn, self._lock_pairs(conn, results))
+            if not self._run_set_based(conn, results):
+                for result in results:
+                    self._run_one(conn, result)
 
     @staticmethod
     def _lock_pairs(conn: psycopg.Connection, results: list[Result]) -> list[tuple[str, str]]:
@@ -257,7 +262,5 @@ def _unwrap(error: BaseException) -> BaseException:
 
 def _is_outage(error: BaseException) -> bool:
     """The database as a whole is unreachable (not one transaction's contention)."""
-    if isinstance(error, PoolTimeout):
-        return True
     return isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) in (
         None, "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004")

@@ -34,8 +34,7 @@ class Supervisor:
     def add_worker(self, spec: WorkerSpec) -> Processor:
         inbound: queue.Queue = queue.Queue()
         consumer = Consumer(spec, self.settings, inbound=inbound, stop=self.stop)
-        processor = Processor(spec, self.settings, inbound=inbound, consumer=consumer,
-                              pool=self.pool, stop=self.stop)
+        processor = Processor(spec, self.settings, inbound=inbound, consumer=consumer, stop=self.stop)
         self.processors.append(processor)
         self._spawn(f"{spec.name}-consumer", consumer.run)
         self._spawn(f"{spec.name}-processor", processor.run)
