@@ -10,8 +10,11 @@ def connection_kwargs(*, lock_timeout_ms: int = 2_000, statement_timeout_ms: int
                       application_name: str = "conveyor") -> dict:
     # Autocommit: every transaction is an explicit `with conn.transaction()` block.
     options = f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"
+    # TCP keepalives: a black-holed network surfaces as a broken connection in ~25 s
+    # instead of a statement waiting forever (statement_timeout needs the server to answer).
     return {"autocommit": True, "options": options, "application_name": application_name,
-            "connect_timeout": 5}
+            "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+            "keepalives_interval": 5, "keepalives_count": 3}
 
 
 def connect(url: str, **kwargs: object) -> psycopg.Connection:
