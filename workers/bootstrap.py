@@ -16,10 +16,14 @@ SERVICES = ("relay", "expirer")
 ALL = tuple(WORKERS) + SERVICES
 
 
-def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
+def check_names(names: list[str]) -> None:
     unknown = sorted(set(names) - set(ALL))
     if unknown:
         raise ValueError(f"unknown worker(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+
+
+def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
+    check_names(names)
     pool = make_pool(settings.database_url, size=max(2, len(names) + 1), name="conveyor-workers",
                      lock_timeout_ms=settings.lock_timeout_ms,
                      statement_timeout_ms=settings.statement_timeout_ms)

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run workers until SIGTERM/SIGINT",
                        description=f"Run workers in this process (default: all of {', '.join(ALL)}).")
     p.add_argument("workers", nargs="*", metavar="WORKER", help=f"one or more of: {', '.join(ALL)}")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="run N competing copies as child processes (default 1); use about one per core")
 
     stock = sub.add_parser("stock", help="inspect or set stock levels")
     stock_sub = stock.add_subparsers(dest="stock_command", required=True, metavar="ACTION")

@@ -61,8 +61,12 @@ def topology_declare(args: argparse.Namespace) -> int:
 
 @command("run")
 def run(args: argparse.Namespace) -> int:
-    from workers.bootstrap import run as run_workers
+    from workers.bootstrap import check_names, run as run_workers
+    from workers.processes import run_copies
 
+    if args.processes > 1:
+        check_names(args.workers)
+        return run_copies(args.workers, processes=args.processes)
     return run_workers(args.workers, args.settings)
 
 

@@ -88,3 +88,20 @@ def test_a_worker_stopped_mid_stream_loses_and_doubles_nothing(settings, tmp_pat
     assert_each_order_decided_once(settings, 600)
     assert queue_depth(settings.amqp_url, "conveyor.orders.dlq") == 0
     assert scalar(settings.database_url, "SELECT sum(reserved) FROM stock_levels") == 600 * 3
+
+
+def test_run_with_processes_starts_competing_copies_and_stops_them_cleanly(settings, tmp_path):
+    # Given `conveyor run orders --processes 2`
+    parent = worker_process(settings, "orders", "--processes", "2", log_path=str(tmp_path / "run.log"))
+    try:
+        # Then two consumers compete on the queue and share the work
+        wait_until(lambda: consumers_on(settings.amqp_url, QUEUE) == 2, message="2 consumers")
+        set_stock(settings.database_url, "A", 1000)
+        publish_orders(settings.amqp_url, [order_body(("A", 1)) for _ in range(200)])
+        wait_until(lambda: decided(settings) == 200, timeout=30, message="200 orders decided")
+    finally:
+        # And SIGTERM to the parent stops both copies cleanly
+        code = stop_process(parent)
+    assert code == 0
+    assert consumers_on(settings.amqp_url, QUEUE) == 0
+    assert_each_order_decided_once(settings, 200)
