@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench chaos clean help
+.PHONY: demo test unit integration bench chaos clean help bench-relay schemas
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -27,5 +27,19 @@ unit: $(STAMP)  ## only the fast unit tests
 integration: $(STAMP)  ## only the tests against real PostgreSQL and RabbitMQ
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+bench-relay: $(STAMP)  ## relay benchmark: change-to-partner latency at 500/s, drain rate with confirms
+	$(BIN)/python bench/relay_bench.py $(BENCH_ARGS)
+
+schemas: $(STAMP)  ## regenerate schemas/json/*.schema.json and schemas/asyncapi.yaml from the models
+	$(BIN)/python -m schemas.export
+
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+
+bench: $(STAMP)  ## order-intake benchmark vs a plain reference consumer (takes a few minutes)
+	$(BIN)/python -m bench.orders_bench $(BENCH_ARGS)
+
+CHAOS_SECONDS ?= 600
+CHAOS_SEED    ?=
+chaos: $(STAMP)  ## chaos soak: workers under seeded faults, Jepsen-style checker (CHAOS_SECONDS=600 CHAOS_SEED=n)
+	cd tests && CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) ../$(BIN)/python -m chaos.run $(CHAOS_ARGS)

@@ -1,29 +1,66 @@
-"""The outbox: events written in the business transaction, published later by the relay."""
+"""The outbox: events written in the business transaction, published later by the relay.
+
+Two kinds of rows share it: order events (``Outbox.add``) and inventory changes (written
+by the ``stock_levels_outbox`` trigger, V003). The relay claims pending rows in id order,
+publishes them and deletes them once the broker confirmed them.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 ADD = """
-INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, message_type)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
 NOTIFY = "SELECT pg_notify('conveyor_outbox', '')"
+# Never page by `id > last_seen`: ids are taken at insert but become visible at commit.
+# Within a look-ahead window of the oldest pending rows, at most `per_key` rows of each
+# ordering key are claimed (its oldest), so a hot SKU's backlog cannot crowd the others
+# out of a batch; keys (and keyless rows) the broker just refused are left for later.
 CLAIM = """
-SELECT id, message_id, exchange, routing_key, correlation_id, payload::text, created_at
-FROM outbox WHERE sent_at IS NULL
-ORDER BY id
-LIMIT %s
-FOR UPDATE SKIP LOCKED
+WITH ahead AS (
+    SELECT id, ordering_key FROM outbox
+    WHERE sent_at IS NULL
+      AND (ordering_key IS NULL OR ordering_key <> ALL(%(skip_keys)s::text[]))
+      AND id <> ALL(%(skip_ids)s::bigint[])
+    ORDER BY id
+    LIMIT %(lookahead)s
+), fair AS (
+    SELECT id FROM (
+        SELECT id, ordering_key, row_number() OVER (PARTITION BY ordering_key ORDER BY id) AS n
+        FROM ahead) ranked
+    WHERE ordering_key IS NULL OR n <= %(per_key)s
+    ORDER BY id
+    LIMIT %(limit)s
+)
+SELECT o.id, o.message_id, o.exchange, o.routing_key, o.correlation_id, o.payload::text, o.created_at,
+       o.ordering_key, o.message_type
+FROM outbox o
+WHERE o.id IN (SELECT id FROM fair) AND o.sent_at IS NULL
+ORDER BY o.id
+FOR UPDATE OF o SKIP LOCKED
 """
-MARK_SENT = "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)"
+# Confirmed rows are deleted at once: the ledger (stock_movements) and the logs keep the
+# history, and a table that only holds what is pending stays small.
+SETTLE = "DELETE FROM outbox WHERE id = ANY(%s)"
+# Rows marked sent by an older relay (before V003 it kept them for an hour).
 PURGE_SENT = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => %s) LIMIT %s)
+"""
+STATS = """
+SELECT count(*), min(created_at), now() - min(created_at), now()
+FROM outbox WHERE sent_at IS NULL
+"""
+PENDING_BY_EXCHANGE = """
+SELECT exchange, count(*) FROM outbox WHERE sent_at IS NULL GROUP BY exchange ORDER BY exchange
 """
 
 
@@ -35,7 +72,18 @@ class OutboxRow:
     routing_key: str
     correlation_id: str | None
     payload: str
-    created_at: object
+    created_at: datetime
+    ordering_key: str | None = None
+    message_type: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int
+    oldest_pending_at: datetime | None
+    oldest_pending_age_s: float | None
+    pending_by_exchange: dict[str, int]
+    checked_at: datetime
 
 
 class Outbox:
@@ -43,22 +91,38 @@ class Outbox:
         self._conn = conn
         self._notified = False
 
-    def add(self, *, exchange: str, routing_key: str, payload: dict, correlation_id: str | None) -> str:
+    def add(self, *, exchange: str, routing_key: str, payload: dict, correlation_id: str | None,
+            ordering_key: str | None = None, message_type: str | None = None) -> str:
+        """Write an event; events sharing ``ordering_key`` (default: the correlation id,
+        i.e. the order) are published in the order they were written."""
         message_id = str(uuid.uuid4())
-        self._conn.execute(ADD, (message_id, exchange, routing_key, correlation_id, Jsonb(payload)))
+        self._conn.execute(ADD, (message_id, exchange, routing_key, correlation_id, Jsonb(payload),
+                                 ordering_key or correlation_id, message_type))
         if not self._notified:
             # One NOTIFY per transaction: it is a wake-up for the relay, not the data.
             self._conn.execute(NOTIFY)
             self._notified = True
         return message_id
 
-    def claim(self, limit: int) -> list[OutboxRow]:
-        rows = self._conn.execute(CLAIM, (limit,)).fetchall()
+    def claim(self, limit: int, *, per_key: int | None = None, skip_keys: Collection[str] = (),
+              skip_ids: Collection[int] = ()) -> list[OutboxRow]:
+        """Lock up to ``limit`` pending rows, oldest first, at most ``per_key`` of each
+        ordering key, none of ``skip_keys``/``skip_ids``."""
+        rows = self._conn.execute(CLAIM, {
+            "limit": limit, "lookahead": limit * 4, "per_key": per_key or limit,
+            "skip_keys": list(skip_keys), "skip_ids": list(skip_ids)}).fetchall()
         return [OutboxRow(r[0], str(r[1]), *r[2:]) for r in rows]
 
-    def mark_sent(self, ids: list[int]) -> None:
+    def settle(self, ids: list[int]) -> None:
+        """The broker confirmed these rows: they are done."""
         if ids:
-            self._conn.execute(MARK_SENT, (ids,))
+            self._conn.execute(SETTLE, (ids,))
 
     def purge_sent(self, *, older_than_seconds: float, limit: int = 10_000) -> int:
         return self._conn.execute(PURGE_SENT, (older_than_seconds, limit)).rowcount
+
+    def stats(self) -> OutboxStats:
+        pending, oldest, age, now = self._conn.execute(STATS).fetchone()
+        by_exchange = dict(self._conn.execute(PENDING_BY_EXCHANGE).fetchall())
+        return OutboxStats(pending, oldest, age.total_seconds() if age is not None else None,
+                           by_exchange, now)

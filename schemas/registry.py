@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from schemas import events, lifecycle, orders
+from schemas import events, inventory, lifecycle, orders
 
 
 @dataclass(frozen=True)
@@ -37,4 +37,5 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("order-events", "order.expired", "published", lifecycle.OrderStatusChanged),
     MessageSpec("order-events", "order.payment_refused", "published", lifecycle.RequestRefused),
     MessageSpec("order-events", "order.cancel_refused", "published", lifecycle.RequestRefused),
+    MessageSpec("inventory", inventory.ROUTING_KEY_TEMPLATE, "published", inventory.StockChanged),
 )

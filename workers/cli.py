@@ -20,7 +20,7 @@ from uuid import UUID
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-EXTENSIONS: tuple[str, ...] = ("workers.dlq.cli",)
+EXTENSIONS: tuple[str, ...] = ("workers.relay.cli", "workers.dlq.cli")
 
 
 def command(name: str):

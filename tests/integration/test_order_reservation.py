@@ -18,7 +18,7 @@ def stock(database_url: str, sku: str) -> tuple[int, int]:
 
 def outbox_keys(database_url: str) -> list[str]:
     with psycopg.connect(database_url) as conn:
-        return [r[0] for r in conn.execute("SELECT routing_key FROM outbox ORDER BY id")]
+        return [r[0] for r in conn.execute("SELECT routing_key FROM outbox WHERE exchange = 'order-events' ORDER BY id")]
 
 
 def test_an_order_with_stock_for_every_line_is_reserved(database_url):
@@ -54,7 +54,7 @@ def test_one_short_line_rejects_the_whole_order_and_reserves_nothing(database_ur
     assert stock(database_url, "B") == (1, 0)
     with psycopg.connect(database_url) as conn:
         lines = conn.execute("SELECT line_no, status, reason FROM order_lines ORDER BY line_no").fetchall()
-        payload = conn.execute("SELECT payload FROM outbox").fetchone()[0]
+        payload = conn.execute("SELECT payload FROM outbox WHERE exchange = 'order-events'").fetchone()[0]
     assert lines == [(1, "REJECTED", None), (2, "REJECTED", "insufficient_stock")]
     assert payload["lines"] == [{"line_no": 2, "sku": "B", "requested": 2, "available": 1,
                                  "reason": "insufficient_stock"}]
@@ -81,7 +81,7 @@ def test_the_same_order_id_under_a_new_message_id_is_reserved_once(database_url)
 
     assert (first, second) == ("reserved", "duplicate_order")
     assert stock(database_url, "A") == (10, 4)
-    assert scalar(database_url, "SELECT count(*) FROM outbox") == 1
+    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE exchange = 'order-events'") == 1
 
 
 def test_tenants_have_separate_stock_for_the_same_sku(database_url):

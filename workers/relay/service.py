@@ -1,0 +1,218 @@
+"""The outbox relay: publishes outbox rows to RabbitMQ with confirms, deletes them after.
+
+The outbox table is the truth; NOTIFY on ``conveyor_outbox`` is only a wake-up. The relay
+LISTENs on its own autocommit connection, wakes on a notification or a poll timeout,
+drains the backlog after every (re)connect (notifications sent while it was away are
+lost), and publishes with ``mandatory`` and publisher confirms. A row is deleted only after
+its confirm, in the transaction that claimed it, so a crash in between republishes it
+with the same ``message_id`` (at least once).
+
+Several relays may run; one publishes. Each publishing transaction starts by renewing the
+lease (``db.relay_lease``), whose row lock it holds until it commits, so the others stay
+standbys until the lease runs out. Within a batch, rows sharing an ordering key (a SKU,
+an order) go out in id order, one confirm round per row of a key (``ordering``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import psycopg
+
+from db.connection import connect
+from db.outbox import Outbox, OutboxRow
+from db.relay_lease import RelayLease
+from workers.config import Settings
+from workers.logging import get_logger
+from workers.relay.ordering import BatchResult, Cooldown, publish_in_order
+from workers.relay.publisher import ConfirmingPublisher
+from workers.runtime import amqp, topology
+from workers.runtime.consumer import reconnect_delay
+
+log = get_logger("conveyor.relay")
+
+CHANNEL = "conveyor_outbox"
+# Errors after which the relay reconnects (everything else is a bug: the thread dies and
+# the supervisor stops the process, so that it is restarted rather than limping on).
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class OutboxRelay:
+    def __init__(self, settings: Settings, *, stop: threading.Event, batch_size: int = 500,
+                 poll_interval: float = 1.0, lease_seconds: float = 5.0, batch_timeout: float = 10.0,
+                 per_key_in_flight: int = 1, max_waves: int = 16, keep_sent_seconds: float = 3600.0,
+                 max_reconnect_delay: float = 5.0, holder: str | None = None,
+                 after_confirm: Callable[[list[OutboxRow], BatchResult], None] | None = None) -> None:
+        if not 0 < poll_interval < lease_seconds:
+            raise ValueError("poll_interval must be shorter than lease_seconds: the leader renews while idle")
+        self.settings = settings
+        self.stop = stop
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        # Publishing a batch stops after batch_timeout; PostgreSQL ends a transaction idle
+        # for three times that, which frees the lease row for a standby (see db.relay_lease).
+        self.batch_timeout = batch_timeout
+        # 1: strict order per key even when the broker refuses a message; more is faster
+        # for a hot SKU but gives that up (see ordering). max_waves bounds a batch's length.
+        self.per_key_in_flight = per_key_in_flight
+        self.max_waves = max_waves
+        self.keep_sent_seconds = keep_sent_seconds
+        # Partners wait while the relay is away: retry a lost broker or database often
+        # (a handful of relays, not a herd of consumers).
+        self.max_reconnect_delay = max_reconnect_delay
+        self.holder = holder or default_holder()
+        self.after_confirm = after_confirm  # a seam for tests: "crash between confirm and delete"
+        self.published = 0
+        self.connections = 0
+        self.is_leader = False
+        self._last_purge = 0.0
+        self._cooldown = Cooldown(seconds=poll_interval)
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            started = self.connections
+            try:
+                self._serve()
+            except (*DATABASE_ERRORS, *amqp.CONNECTION_ERRORS) as error:
+                failures = 1 if self.connections != started else failures + 1
+                delay = min(reconnect_delay(failures), self.max_reconnect_delay)
+                log.warning("relay_connection_lost", relay=self.holder, error=repr(error)[:300],
+                            retry_in_s=round(delay, 2))
+                self._set_leader(False)
+                self.stop.wait(delay)
+
+    def _serve(self) -> None:
+        kwargs = {"lock_timeout_ms": self.settings.lock_timeout_ms,
+                  "statement_timeout_ms": self.settings.statement_timeout_ms}
+        with connect(self.settings.database_url, application_name="conveyor-relay-listen", **kwargs) as listener, \
+             connect(self.settings.database_url, application_name="conveyor-relay", **kwargs) as conn:
+            listener.execute(f"LISTEN {CHANNEL}")
+            broker = amqp.connect(self.settings, name="relay")
+            try:
+                publisher = ConfirmingPublisher(broker)
+                topology.declare_exchanges(publisher.channel)
+                self.connections += 1
+                log.info("relay_connected", relay=self.holder)
+                self._loop(listener, conn, broker, publisher)
+                self._step_down(conn)
+            finally:
+                if broker.is_open:
+                    broker.close()
+
+    def _loop(self, listener: psycopg.Connection, conn: psycopg.Connection, broker,
+              publisher: ConfirmingPublisher) -> None:
+        while not self.stop.is_set():
+            pause = self.drain(conn, publisher)  # the first thing after every (re)connect
+            if self.stop.is_set():
+                return
+            if self.is_leader:
+                self._purge(conn)
+            if pause:
+                self._sleep(listener, self.poll_interval)
+            else:
+                self._wait_for_wakeup(listener, self.poll_interval)
+            broker.process_data_events(time_limit=0)  # heartbeats
+
+    def drain(self, conn: psycopg.Connection, publisher: ConfirmingPublisher) -> bool:
+        """Publish batches while this relay leads and there is more (a short batch is not
+        the end when a SKU reached its per-claim cap). Returns True
+        when the relay should pause rather than wake on the next notification: it is a
+        standby, or the broker refused everything it was sent."""
+        while not self.stop.is_set():
+            rows, result = self._publish_batch(conn, publisher)
+            if result is None:
+                return True
+            if not rows:
+                return False
+            if not result.confirmed:
+                return True  # all refused: give the partners' queues a moment
+            if len(rows) < self.batch_size and not result.held_back and not self._hit_key_cap(rows):
+                return False  # the claim took everything pending: no need to ask again
+        return False
+
+    def _publish_batch(self, conn: psycopg.Connection,
+                       publisher: ConfirmingPublisher) -> tuple[list[OutboxRow], BatchResult | None]:
+        with conn.transaction():
+            lease = self._lease(conn)
+            if not lease.acquire():
+                self._set_leader(False)
+                return [], None
+            self._set_leader(True)
+            outbox = Outbox(conn)
+            cooling_keys, cooling_ids = self._cooldown.active(now=time.monotonic())
+            rows = outbox.claim(self.batch_size, per_key=self._key_cap, skip_keys=cooling_keys,
+                                skip_ids=cooling_ids)
+            deadline = time.monotonic() + self.batch_timeout
+            result = publish_in_order(rows, lambda wave: publisher.publish(wave, deadline=deadline),
+                                      per_key=self.per_key_in_flight, max_waves=self.max_waves)
+            refused = {row_id for row_id, _ in result.refused}
+            self._cooldown.refused([row for row in rows if row.id in refused], now=time.monotonic())
+            if self.after_confirm is not None:
+                self.after_confirm(rows, result)
+            outbox.settle(result.confirmed)
+            if result.confirmed:  # acquire() renewed the lease already; this adds the stats
+                lease.finish(sent=len(result.confirmed))
+        self.published += len(result.confirmed)
+        if result.refused:
+            log.warning("relay_publish_refused", relay=self.holder, refused=len(result.refused),
+                        held_back=len(result.held_back), outcomes=sorted({o for _, o in result.refused}))
+        return rows, result
+
+    @property
+    def _key_cap(self) -> int:
+        return self.per_key_in_flight * self.max_waves
+
+    def _hit_key_cap(self, rows: list[OutboxRow]) -> bool:
+        per_key = Counter(row.ordering_key for row in rows if row.ordering_key is not None)
+        return bool(per_key) and max(per_key.values()) >= self._key_cap
+
+    def _lease(self, conn: psycopg.Connection) -> RelayLease:
+        return RelayLease(conn, holder=self.holder, ttl_seconds=self.lease_seconds,
+                          idle_timeout_ms=int(self.batch_timeout * 3000))
+
+    def _wait_for_wakeup(self, listener: psycopg.Connection, timeout: float) -> None:
+        # One notification wakes us; the ones already received with it are the same news.
+        for _ in listener.notifies(timeout=timeout, stop_after=1):
+            pass
+        for _ in listener.notifies(timeout=0):
+            pass
+
+    def _sleep(self, listener: psycopg.Connection, timeout: float) -> None:
+        # Still read the notifications: a listener that never does holds up the server's
+        # notification queue for everybody.
+        for _ in listener.notifies(timeout=timeout):
+            if self.stop.is_set():
+                return
+
+    def _set_leader(self, leader: bool) -> None:
+        if leader != self.is_leader:
+            log.info("relay_leader" if leader else "relay_standby", relay=self.holder)
+        self.is_leader = leader
+
+    def _step_down(self, conn: psycopg.Connection) -> None:
+        """On a clean stop, hand the lease over at once instead of letting it run out."""
+        if self.is_leader:
+            with conn.transaction():
+                self._lease(conn).release()
+            self._set_leader(False)
+
+    def _purge(self, conn: psycopg.Connection) -> None:
+        if time.monotonic() - self._last_purge < 60:
+            return
+        self._last_purge = time.monotonic()
+        with conn.transaction():
+            removed = Outbox(conn).purge_sent(older_than_seconds=self.keep_sent_seconds)
+        if removed:
+            log.info("outbox_purged", rows=removed)
