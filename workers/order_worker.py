@@ -81,9 +81,8 @@ def _write(uow: UnitOfWork, taken, orders, held, events) -> None:
     if orders:
         uow.orders.add_many(orders)
         uow.orders.add_reservations_many(held)
-    for routing_key, order_id, payload in events:
-        uow.outbox.add(exchange=EVENTS_EXCHANGE, routing_key=routing_key, payload=payload,
-                       correlation_id=str(order_id))
+    uow.outbox.add_many([(EVENTS_EXCHANGE, routing_key, payload, str(order_id))
+                         for routing_key, order_id, payload in events])
 
 
 def _new_order(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision,
