@@ -22,6 +22,16 @@ FILENAME = re.compile(r"^V(?P<version>\d+)__(?P<description>[A-Za-z0-9_]+)\.sql$
 # Constant key for pg_advisory_xact_lock: "conveyor migrations".
 MIGRATION_LOCK_KEY = 0x636F6E766D6967
 
+# Once V005 has handed the schema to conveyor_owner, migrations (and new partitions) are made
+# as that role, so whatever they create belongs to it like everything else; the login running
+# them only needs to be a member. Before V005, or for a login that is not, nothing changes.
+OWNER_ROLE = "conveyor_owner"
+ACT_AS_OWNER = """
+SELECT coalesce((SELECT c.relowner = r.oid AND pg_has_role(r.oid, 'MEMBER')
+                 FROM pg_class c JOIN pg_roles r ON r.rolname = %s
+                 WHERE c.oid = to_regclass('schema_history')), false)
+"""
+
 HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS schema_history (
     version      integer PRIMARY KEY,
@@ -105,6 +115,7 @@ def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
                 _refuse_edited(migrations, applied)
                 if migration.version in applied:
                     continue
+                _act_as_owner(conn)
                 conn.execute(migration.sql)
                 conn.execute(
                     "INSERT INTO schema_history (version, description, filename, checksum)"
@@ -117,11 +128,18 @@ def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
 
 def ensure_partitions(database_url: str, *, months_ahead: int = 3) -> list[str]:
     """Create the order partitions for this month and the next ``months_ahead``."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        _act_as_owner(conn)
         rows = conn.execute(
             "SELECT conveyor_create_order_partitions(now(), %s)", (months_ahead,)
         ).fetchall()
     return [r[0] for r in rows]
+
+
+def _act_as_owner(conn: psycopg.Connection) -> None:
+    """SET LOCAL ROLE conveyor_owner for the current transaction, once the schema is its."""
+    if conn.execute(ACT_AS_OWNER, (OWNER_ROLE,)).fetchone()[0]:
+        conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
 
 
 def _applied(conn: psycopg.Connection) -> dict[int, tuple[str, str, str]]:

@@ -45,7 +45,9 @@ def load_json(body: bytes, *, max_bytes: int) -> Any:
         )
     except InvalidMessage:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
+    # ValueError besides JSONDecodeError: an integer of more than 4300 digits (Python's
+    # int-conversion limit) is valid JSON, but no field can hold it.
+    except (ValueError, RecursionError) as exc:
         raise InvalidMessage("not_json", str(exc)[:200]) from None
 
 

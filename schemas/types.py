@@ -7,12 +7,13 @@ Models are strict (no coercion); the few types that JSON can only carry as strin
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, StringConstraints,
+                      WithJsonSchema)
 
 
 MONEY_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,4})?$"
@@ -38,6 +39,16 @@ def _money_string(value: Any) -> Any:
     return value
 
 
+def _representable_in_utc(value: datetime) -> datetime:
+    # "0001-01-01T00:00:00+14:00" is a valid timestamp, but in UTC it falls before year 1:
+    # PostgreSQL stores it, and then every read of the row fails in Python.
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("timestamp is out of range in UTC (years 1 to 9999)") from None
+    return value
+
+
 MESSAGE_CONFIG = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 Money = Annotated[
@@ -54,7 +65,8 @@ ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Quantity = Annotated[int, Field(gt=0, le=1_000_000)]
 UuidString = Annotated[UUID, BeforeValidator(_string_or(UUID)), Field(strict=False)]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_string_or(datetime)), Field(strict=False)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_string_or(datetime)), AfterValidator(_representable_in_utc),
+                      Field(strict=False)]
 
 __all__ = [
     "MESSAGE_CONFIG", "Money", "CurrencyCode", "TenantId", "Sku", "ExternalId", "Reason",

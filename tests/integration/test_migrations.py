@@ -128,3 +128,22 @@ def test_orders_land_in_their_month_partition_and_future_ones_can_be_created(emp
     assert placed.get("orders_default") == 1
     assert sum(placed.values()) == 2 and any(name.startswith("orders_20") for name in placed)
     assert ensure_partitions(empty_database, months_ahead=8) == []
+
+
+def test_after_v005_everything_migrations_and_partitions_create_belongs_to_the_owner_role(
+        empty_database, migrations_copy):
+    # Given the migrations up to V005 (which hands the schema to conveyor_owner), then a later one
+    (migrations_copy / "V999__later.sql").write_text("CREATE TABLE later (id int); CREATE SEQUENCE later_seq;")
+
+    # When it is applied by a superuser login and new monthly partitions are created
+    migrate(empty_database, directory=migrations_copy)
+    created = ensure_partitions(empty_database, months_ahead=14)
+
+    # Then the new table, sequence and partitions are conveyor_owner's like everything else
+    with psycopg.connect(empty_database) as conn:
+        owners = dict(conn.execute(
+            "SELECT relname, pg_get_userbyid(relowner) FROM pg_class"
+            " WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'S', 'v')").fetchall())
+    assert created and all(owners[name] == "conveyor_owner" for name in created)
+    assert (owners["later"], owners["later_seq"], owners["schema_history"]) == ("conveyor_owner",) * 3
+    assert set(owners.values()) == {"conveyor_owner"}

@@ -70,6 +70,11 @@ def test_a_well_formed_delivery_is_routed_and_parsed(settings: Settings) -> None
         pytest.param({"message_id": "   "}, "missing_message_id", id="blank-message-id"),
         pytest.param({"message_id": "x" * 256}, "bad_message_id", id="message-id-too-long"),
         pytest.param({"message_id": "msg\n1"}, "bad_message_id", id="message-id-with-control-char"),
+        # Regression: pika hands over a property that is not UTF-8 as bytes, which crashed
+        # the checks (TypeError) and with them the worker thread.
+        pytest.param({"message_id": b"\xff\xfe-id"}, "bad_message_id", id="message-id-not-utf-8"),
+        pytest.param({"content_type": b"\xff/json"}, "wrong_content_type", id="content-type-not-utf-8"),
+        pytest.param({"type": b"\xff"}, "type_mismatch", id="type-not-utf-8"),
         pytest.param({"content_type": "text/plain"}, "wrong_content_type", id="text-plain"),
         pytest.param({"content_type": "application/xml"}, "wrong_content_type", id="xml"),
         pytest.param({"content_type": "application/json-patch+json"}, "wrong_content_type", id="json-patch"),
@@ -147,7 +152,8 @@ def test_a_retried_delivery_without_the_header_is_unknown(settings: Settings) ->
     assert caught.value.code == "unknown_type"
 
 
-@pytest.mark.parametrize("attempts", [-1, "3", None])
+# 2**63 - 1 regression: attempts + 1 no longer fitted the dead letter's header and the I/O thread died.
+@pytest.mark.parametrize("attempts", [-1, "3", None, 2**63 - 1, 1_000_001])
 def test_a_malformed_attempts_header_counts_as_no_previous_attempt(attempts: Any, settings: Settings) -> None:
     parsed = parse_delivery(delivery(headers={H_ATTEMPTS: attempts}), SPEC, settings=settings)
     assert parsed.context.attempt == 1

@@ -120,6 +120,25 @@ def test_repeated_failures_keep_the_first_origin_and_update_the_attempt() -> Non
     assert third.message_id == "msg-1"
 
 
+def test_a_header_number_beyond_64_bits_travels_as_text_so_the_copy_can_be_encoded() -> None:
+    # Given a delivery whose header held an AMQP double (1e300) that pika decoded into an int,
+    # alone and nested, next to ordinary values at the 64-bit edges
+    huge = int(1e300)
+    delivery = original_delivery(**{"x-score": huge, "x-nested": {"list": [huge, 1]},
+                                    "x-edge": 2**63 - 1, "x-low": -2**63, "x-flag": True})
+
+    # When its failure properties are built and encoded for the broker
+    props = failure_properties(delivery, failure(), queue=QUEUE, attempts=1, now=T1)
+    decoded = BasicProperties()
+    decoded.decode(b"".join(props.encode()))
+
+    # Then only the numbers that cannot be encoded became text; the rest is unchanged
+    headers = decoded.headers
+    assert headers["x-score"] == str(huge)
+    assert headers["x-nested"] == {"list": [str(huge), 1]}
+    assert (headers["x-edge"], headers["x-low"], headers["x-flag"]) == (2**63 - 1, -2**63, True)
+
+
 def test_the_error_message_header_is_bounded() -> None:
     props = failure_properties(original_delivery(), failure("x" * 5000), queue=QUEUE, attempts=1, now=T1)
     assert len(props.headers[H_ERROR_MESSAGE]) == 1000

@@ -131,6 +131,10 @@ def test_a_body_exactly_at_the_limit_is_accepted() -> None:
         pytest.param(b'{"items": [{"q": NaN}]}', "not_json", id="nested-NaN"),
         pytest.param(b"[" * 50_000, "not_json", id="deep-nesting"),
         pytest.param(b"[" * 3_000 + b"]" * 3_000, "not_json", id="deep-but-balanced-nesting"),
+        # Regression: Python refuses to convert an integer of more than 4300 digits with a
+        # ValueError, which escaped the parser and stopped the worker thread.
+        pytest.param(b'{"a": ' + b"9" * 5_000 + b"}", "not_json", id="integer-of-5000-digits"),
+        pytest.param(b'{"a": -' + b"9" * 5_000 + b"}", "not_json", id="negative-integer-of-5000-digits"),
         pytest.param(b'{"a": 1, "a": 1}', "duplicate_key", id="duplicate-key"),
         pytest.param(b'{"a": {"b": 1, "b": 2}}', "duplicate_key", id="nested-duplicate-key"),
         pytest.param(b'{"items": [{"sku": "A", "sku": "B"}]}', "duplicate_key", id="duplicate-key-in-list"),
@@ -226,6 +230,10 @@ def _schema_cases() -> list[Any]:
         ("naive-timestamp", valid_order(placed_at="2024-05-01T12:30:00")),
         ("timestamp-as-number", valid_order(placed_at=1714559400)),
         ("timestamp-not-a-date", valid_order(placed_at="yesterday")),
+        # Regression: valid ISO-8601, but before year 1 or after 9999 once in UTC: PostgreSQL
+        # stored it and every later read of the order failed (payments, the expirer, order show).
+        ("timestamp-before-year-1-in-utc", valid_order(placed_at="0001-01-01T00:00:00+14:00")),
+        ("timestamp-after-year-9999-in-utc", valid_order(placed_at="9999-12-31T23:59:59-14:00")),
         ("bad-uuid", valid_order(order_id="not-a-uuid")),
         ("uuid-too-short", valid_order(order_id=ORDER_ID[:-1])),
         ("uuid-as-number", valid_order(order_id=12345)),

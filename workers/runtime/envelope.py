@@ -20,6 +20,7 @@ H_ERROR_CODE = "x-conveyor-error-code"
 H_ERROR_MESSAGE = "x-conveyor-error-message"
 H_TRACEBACK = "x-conveyor-traceback"
 H_REASON = "x-conveyor-reason"
+MAX_ATTEMPTS_HEADER = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Delivery:
     @property
     def previous_attempts(self) -> int:
         value = self.headers.get(H_ATTEMPTS, 0)
-        return value if isinstance(value, int) and value >= 0 else 0
+        # Ours never exceeds the attempt limit; a publisher's 2**63 would not fit the copy's header.
+        return value if isinstance(value, int) and 0 <= value <= MAX_ATTEMPTS_HEADER else 0
 
     @property
     def original_exchange(self) -> str:
@@ -61,7 +63,7 @@ def failure_properties(delivery: Delivery, failure: Failure, *, queue: str, atte
                        now: datetime | None = None) -> BasicProperties:
     """The original properties with failure headers added; used for retry and DLQ copies."""
     stamp = (now or datetime.now(timezone.utc)).isoformat()
-    headers = dict(delivery.headers)
+    headers = {key: _encodable(value) for key, value in delivery.headers.items()}
     headers.setdefault(H_ORIGINAL_EXCHANGE, delivery.exchange)
     headers.setdefault(H_ORIGINAL_ROUTING_KEY, delivery.routing_key)
     headers.setdefault(H_ORIGINAL_QUEUE, queue)
@@ -83,6 +85,18 @@ def failure_properties(delivery: Delivery, failure: Failure, *, queue: str, atte
         message_id=source.message_id, timestamp=source.timestamp, type=source.type,
         user_id=None, app_id=source.app_id,
     )
+
+
+def _encodable(value):
+    """A header value pika can encode again. pika decodes an AMQP double into an int (1e300
+    becomes a 301-digit int) that it cannot encode back: such a number travels as text."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
 
 
 def short_traceback(error: BaseException, *, frames: int = 4) -> str:

@@ -41,6 +41,8 @@ def parse_delivery(delivery: Delivery, spec: WorkerSpec, *, settings: Settings) 
 
 def _message_id(delivery: Delivery) -> str:
     message_id = delivery.properties.message_id
+    if isinstance(message_id, bytes):  # not UTF-8: pika hands it over undecoded
+        raise InvalidMessage("bad_message_id", "message_id is not valid UTF-8")
     if not message_id or not message_id.strip():
         raise InvalidMessage("missing_message_id", "the message_id property is required for de-duplication")
     if len(message_id) > 255:
@@ -52,6 +54,8 @@ def _message_id(delivery: Delivery) -> str:
 
 def _message_type(delivery: Delivery) -> str:
     content_type = delivery.properties.content_type
+    if isinstance(content_type, bytes):  # not UTF-8: pika hands it over undecoded
+        raise InvalidMessage("wrong_content_type", f"content_type {content_type[:100]!r} is not UTF-8")
     if content_type is not None and content_type.split(";")[0].strip().lower() not in ACCEPTED_CONTENT_TYPES:
         raise InvalidMessage("wrong_content_type", f"content_type {content_type[:100]!r} is not application/json")
     routing_key = delivery.original_routing_key

@@ -1,0 +1,63 @@
+"""A bug in the parsing stage (any error but InvalidMessage) must not stop the worker thread:
+the delivery is settled like any unexpected failure, retried and in the end dead-lettered,
+while the other deliveries of the batch go on."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+
+import pytest
+from pika.spec import BasicProperties
+
+from workers.config import Settings
+from workers.order_worker import SPEC
+from workers.runtime import processor as processor_module
+from workers.runtime.envelope import H_ERROR_CLASS, Delivery
+from workers.runtime.processor import Processor
+
+
+class RecordingConsumer:
+    """Stands in for the broker side: records what the processor asks it to settle."""
+
+    def __init__(self) -> None:
+        self.settled: list = []
+        self.cancelled = threading.Event()
+
+    def settle(self, generation, settlements, on_done=None) -> None:
+        self.settled.extend(settlements)
+
+    def is_live(self, generation: int) -> bool:
+        return True
+
+
+def delivery(tag: int) -> Delivery:
+    properties = BasicProperties(message_id=f"m-{tag}", content_type="application/json", type="order.created")
+    return Delivery(generation=1, delivery_tag=tag, exchange="orders", routing_key="order.created",
+                    redelivered=False, properties=properties, body=json.dumps({"tag": tag}).encode())
+
+
+def test_an_unexpected_error_while_parsing_is_settled_as_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a parser with a bug that blows up on one delivery and refuses the other
+    from schemas.errors import InvalidMessage
+
+    def parse(delivery, spec, *, settings):
+        if delivery.delivery_tag == 1:
+            raise RuntimeError("parser bug")
+        raise InvalidMessage("schema_violation", "refused")
+
+    monkeypatch.setattr(processor_module, "parse_delivery", parse)
+    consumer = RecordingConsumer()
+    processor = Processor(SPEC, Settings(retry_delays=(1,), max_attempts=3), inbound=queue.Queue(),
+                          consumer=consumer, stop=threading.Event())
+
+    # When the batch is processed
+    processor.process([delivery(1), delivery(2)])
+
+    # Then the thread is still fine: the bug is retried later, the refusal dead-lettered
+    [bug, refused] = consumer.settled
+    assert bug.copy_to_queue == "conveyor.orders.retry.1s"
+    assert bug.copy_properties.headers[H_ERROR_CLASS] == "RuntimeError"
+    assert refused.copy_to_queue == "conveyor.orders.dlq"
+    assert processor.stats.outcomes == {"retry": 1, "dead_letter": 1}
