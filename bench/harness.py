@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -22,9 +21,8 @@ from db.connection import connect
 from db.migrate import ensure_partitions, migrate
 from db.stock import StockRepository
 from workers import devservices
-from workers.bootstrap import WORKERS
+from workers.bootstrap import declare_topology
 from workers.config import load_settings
-from workers.runtime import topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,14 +37,7 @@ class Stage:
     def prepare(self, stock: dict[str, int]) -> None:
         migrate(self.database_url)
         ensure_partitions(self.database_url)
-        settings = load_settings(database_url=self.database_url, amqp_url=self.amqp_url)
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        channel = connection.channel()
-        topology.declare_exchanges(channel)
-        for spec in WORKERS.values():
-            topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
-                                    delivery_limit=settings.delivery_limit)
-        connection.close()
+        declare_topology(load_settings(database_url=self.database_url, amqp_url=self.amqp_url))
         with connect(self.database_url) as conn, conn.transaction():
             repo = StockRepository(conn)
             for sku, units in stock.items():
@@ -152,7 +143,6 @@ def verify(database_url: str, total: int) -> list[str]:
 
 
 def percentiles(values: list[float]) -> dict:
-    if len(values) < 2:
-        return {"p50": None, "p95": None, "p99": None}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
+    from workers.demo.report import percentiles as demo_percentiles
+
+    return {k: v for k, v in demo_percentiles(values).items() if k != "max"}

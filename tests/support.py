@@ -191,18 +191,9 @@ def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: 
 
 def declare_topology(settings: Settings) -> None:
     """What `conveyor topology declare` does, for tests that publish before a worker starts."""
-    from workers.bootstrap import WORKERS
-    from workers.runtime import topology
+    from workers.bootstrap import declare_topology as declare
 
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        channel = connection.channel()
-        topology.declare_exchanges(channel)
-        for spec in WORKERS.values():
-            topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
-                                    delivery_limit=settings.delivery_limit)
-    finally:
-        connection.close()
+    declare(settings)
 
 
 def consumers_on(amqp_url: str, queue: str) -> int:

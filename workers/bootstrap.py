@@ -16,6 +16,21 @@ SERVICES = ("relay", "expirer")
 ALL = tuple(WORKERS) + SERVICES
 
 
+def declare_topology(settings: Settings) -> None:
+    """Declare every exchange and every worker's queues (what workers also do at start)."""
+    from workers.runtime import amqp, topology
+
+    connection = amqp.connect(settings, name="declare")
+    try:
+        channel = connection.channel()
+        topology.declare_exchanges(channel)
+        for spec in WORKERS.values():
+            topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
+                                    delivery_limit=settings.delivery_limit)
+    finally:
+        connection.close()
+
+
 def check_names(names: list[str]) -> None:
     unknown = sorted(set(names) - set(ALL))
     if unknown:

@@ -42,19 +42,9 @@ def db_partitions(args: argparse.Namespace) -> int:
 
 @command("topology declare")
 def topology_declare(args: argparse.Namespace) -> int:
-    from workers.bootstrap import WORKERS
-    from workers.runtime import amqp, topology
+    from workers.bootstrap import WORKERS, declare_topology
 
-    settings = args.settings
-    connection = amqp.connect(settings, name="cli")
-    try:
-        channel = connection.channel()
-        topology.declare_exchanges(channel)
-        for spec in WORKERS.values():
-            topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
-                                    delivery_limit=settings.delivery_limit)
-    finally:
-        connection.close()
+    declare_topology(args.settings)
     print(f"declared exchanges and queues for {', '.join(WORKERS)}")
     return EXIT_OK
 

@@ -19,9 +19,8 @@ from db.connection import connect
 from db.migrate import ensure_partitions, migrate
 from db.stock import StockRepository
 from workers import devservices
-from workers.bootstrap import WORKERS
+from workers.bootstrap import declare_topology
 from workers.config import load_settings
-from workers.runtime import topology
 
 
 @dataclass
@@ -45,16 +44,7 @@ class DemoEnvironment:
     def prepare(self) -> None:
         migrate(self.database_url)
         ensure_partitions(self.database_url)
-        settings = load_settings(database_url=self.database_url, amqp_url=self.amqp_url)
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        try:
-            channel = connection.channel()
-            topology.declare_exchanges(channel)
-            for spec in WORKERS.values():
-                topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
-                                        delivery_limit=settings.delivery_limit)
-        finally:
-            connection.close()
+        declare_topology(load_settings(database_url=self.database_url, amqp_url=self.amqp_url))
 
     def seed(self, catalogue) -> None:
         with connect(self.database_url) as conn, conn.transaction():

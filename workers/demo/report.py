@@ -57,7 +57,7 @@ def summarise(env, orders, catalogue, sent_at, world, *, publish_seconds: float)
         "reconcile_drift": drift,
         "publish_rate_per_s": round(len(orders) / publish_seconds, 1) if publish_seconds else None,
         "decision_throughput_per_s": round(len(decided) / (last - first), 1) if last > first else None,
-        "decision_latency_ms": _percentiles(latencies),
+        "decision_latency_ms": percentiles(latencies),
     }
     summary["ok"] = (summary["orders_decided"] == len(orders) == len(world.final) and oversold == 0
                      and duplicates == 0 and not mismatched and not drift
@@ -87,7 +87,7 @@ def render(s: dict) -> str:
     ])
 
 
-def _percentiles(values: list[float]) -> dict:
+def percentiles(values: list[float]) -> dict:
     if len(values) < 2:
         return {"p50": None, "p95": None, "p99": None, "max": None}
     cuts = statistics.quantiles(values, n=100, method="inclusive")
