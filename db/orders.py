@@ -118,6 +118,8 @@ class OrderRepository:
 
     def register_many(self, orders: list[tuple[UUID, str, datetime]]) -> set[UUID]:
         """Claim several order ids; returns those that were new."""
+        if not orders:  # a redelivered batch whose every message was processed before
+            return set()
         self._conn.execute(ENSURE_TENANTS, (sorted({t for _, t, _ in orders}),))
         rows = self._conn.execute(REGISTER_MANY, tuple(map(list, zip(*orders))))
         return {row[0] for row in rows}

@@ -641,18 +641,7 @@ def _throwaway_postgres(workdir: str) -> Iterator[tuple[str, str]]:
     """initdb + postgres on a free port; yield (URL of db 'postgres' as superuser, detail)."""
     started = time.monotonic()
     bindir = postgres_bindir()
-    user = _unprivileged_user()
-    os.mkdir(workdir, 0o700)
-    as_user: dict[str, object] = {}
-    if user is not None:
-        os.chown(workdir, user.pw_uid, user.pw_gid)
-        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-    data = os.path.join(workdir, "data")
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
-    initdb = [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "-N"]
-    done = subprocess.run(initdb, cwd=workdir, env=env, capture_output=True, text=True, **as_user)  # type: ignore[call-overload]
-    if done.returncode != 0:
-        raise DevServicesError(f"initdb failed: {done.stderr.strip()[-800:]}")
+    data, env, as_user = _initdb(bindir, workdir)
     initdb_s = time.monotonic() - started
 
     for attempt in range(3):  # a port picked as free can be taken before postgres binds it
@@ -678,6 +667,24 @@ def _throwaway_postgres(workdir: str) -> Iterator[tuple[str, str]]:
         if "already in use" not in _tail(log_path):
             break
     raise DevServicesError(f"PostgreSQL did not start; its log says:\n{_tail(log_path)}")
+
+
+def _initdb(bindir: str, workdir: str) -> tuple[str, dict[str, str], dict[str, object]]:
+    """Create ``workdir`` and a cluster in ``workdir/data`` (trust auth, superuser ``postgres``);
+    returns (data directory, environment, Popen/run keywords that run as the unprivileged user)."""
+    user = _unprivileged_user()
+    os.mkdir(workdir, 0o700)
+    as_user: dict[str, object] = {}
+    if user is not None:
+        os.chown(workdir, user.pw_uid, user.pw_gid)
+        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    data = os.path.join(workdir, "data")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    initdb = [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "-N"]
+    done = subprocess.run(initdb, cwd=workdir, env=env, capture_output=True, text=True, **as_user)  # type: ignore[call-overload]
+    if done.returncode != 0:
+        raise DevServicesError(f"initdb failed: {done.stderr.strip()[-800:]}")
+    return data, env, as_user
 
 
 def _postgres_ready(url: str, data_directory: str) -> bool:
@@ -921,7 +928,7 @@ class RestartableRabbitMQ:
         os.mkdir(self.workdir, 0o700)
         self._bindir = rabbitmq_bindir()
         self.amqp_port, dist_port, epmd_port = _free_ports(3)
-        node = f"conveyor-{secrets.token_hex(4)}@localhost"
+        self.node = node = f"conveyor-{secrets.token_hex(4)}@localhost"
         overrides = _rabbitmq_env(self.workdir, node=node, amqp_port=self.amqp_port, dist_port=dist_port,
                                   epmd_port=epmd_port)
         plugins_dir = _minimal_plugins_dir(self._bindir, os.path.join(self.workdir, "plugins"), ["rabbit"])
@@ -984,4 +991,107 @@ class RestartableRabbitMQ:
         """Crash the node (SIGKILL to its process group); its data stays for the next start."""
         if self._server is not None:
             _stop_process(self._server, signal.SIGKILL, grace=5)
+            self._server = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and self._server.poll() is None
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60) -> str:
+        """Run ``rabbitmqctl ARGS`` against this node (never the machine's); returns its output.
+        E.g. ``close_all_connections REASON``, ``set_vm_memory_high_watermark 0.0000001``."""
+        argv = [os.path.join(self._bindir, "rabbitmqctl"), "-n", self.node, *args]
+        return _run_checked(argv, env=self._env, what=f"rabbitmqctl {' '.join(args[:1])}", timeout=timeout)
+
+
+# --------------------------------------------------------------------------- a database to restart
+
+
+class RestartablePostgres:
+    """A PostgreSQL server of our own, for tests that crash and restart the database; never
+    the machine's. ``with RestartablePostgres() as pg:`` runs initdb and starts it;
+    ``pg.stop()`` stops it the way a crash does (``pg_ctl stop -m immediate``: no shutdown
+    checkpoint, crash recovery from the WAL at the next start), ``pg.start()`` boots it
+    again on the same port with the same data; leaving the block deletes it.
+    ``database_url`` is database ``postgres`` as the superuser ``postgres``.
+
+    Unlike the throwaway server, ``synchronous_commit`` stays on, so a commit the server
+    acknowledged survives ``stop()``; only ``fsync`` is off, because the machine itself
+    does not crash in these tests (the kernel still has every write).
+    """
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._server: subprocess.Popen | None = None
+        self.workdir = ""
+        self.data_directory = ""
+        self.database_url = ""
+        self.port = 0
+
+    def __enter__(self) -> "RestartablePostgres":
+        _sweep_stale_temp_dirs()
+        base = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+        os.chmod(base, 0o711)  # the unprivileged postgres user must reach its subdirectory
+        self._stack.callback(shutil.rmtree, base, ignore_errors=True)
+        self.workdir = os.path.join(base, "postgres")
+        try:
+            self._bindir = postgres_bindir()
+            self.data_directory, self._env, self._as_user = _initdb(self._bindir, self.workdir)
+            self._stack.callback(self._quit)
+            for _attempt in range(3):  # a port picked as free can be taken before postgres binds it
+                (self.port,) = _free_ports(1)
+                self.database_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+                try:
+                    self.start()
+                    break
+                except DevServicesError as exc:
+                    if "already in use" not in str(exc):
+                        raise
+            else:
+                raise DevServicesError("PostgreSQL found no free port in 3 attempts")
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and self._server.poll() is None
+
+    def start(self, *, timeout: float = START_TIMEOUT_S) -> None:
+        """Boot the server (again, recovering from its WAL) and wait until it answers."""
+        log_path = os.path.join(self.workdir, "postgres.log")
+        with open(log_path, "ab") as log_file:
+            self._server = subprocess.Popen(
+                [f"{self._bindir}/postgres", "-D", self.data_directory, "-p", str(self.port), "-k", self.workdir,
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"],
+                cwd=self.workdir, env=self._env, stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGQUIT), **self._as_user,  # type: ignore[call-overload]
+            )
+        if not _wait_until(lambda: _postgres_ready(self.database_url, self.data_directory), timeout,
+                           alive=self._server):
+            server, self._server = self._server, None
+            _stop_process(server, signal.SIGQUIT, grace=5)
+            raise DevServicesError(f"PostgreSQL did not start; its log says:\n{_tail(log_path)}")
+
+    def stop(self, *, mode: Literal["immediate", "fast", "smart"] = "immediate") -> None:
+        """``pg_ctl stop -m MODE`` (as the server's user), then reap the server."""
+        if self._server is None:
+            return
+        pg_ctl = os.path.join(self._bindir, "pg_ctl")
+        if os.access(pg_ctl, os.X_OK):
+            subprocess.run([pg_ctl, "-D", self.data_directory, "-m", mode, "-w", "-t", "30", "stop"],
+                           cwd=self.workdir, env=self._env, capture_output=True, timeout=40,
+                           **self._as_user)  # type: ignore[call-overload]
+        signals = {"immediate": signal.SIGQUIT, "fast": signal.SIGINT, "smart": signal.SIGTERM}
+        _stop_process(self._server, signals[mode], grace=30)  # a no-op once pg_ctl has stopped it
+        self._server = None
+
+    def _quit(self) -> None:
+        if self._server is not None:
+            _stop_process(self._server, signal.SIGQUIT, grace=10)  # the data is discarded
             self._server = None
