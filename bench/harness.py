@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from db.stock import StockRepository
 from workers import devservices
 from workers.bootstrap import declare_topology
 from workers.config import load_settings
+from workers.processes import stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -62,14 +62,7 @@ class Stage:
         return {"cpu_seconds": round(cpu, 2), "peak_rss_mb": round(max(peaks), 1) if peaks else None}
 
     def stop(self) -> None:
-        for process in self.processes:
-            process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self.processes.clear()
+        stop_all(self.processes, timeout=60)
 
 
 @contextmanager

@@ -17,6 +17,19 @@ from workers.logging import get_logger
 log = get_logger("conveyor.processes")
 
 
+def stop_all(processes: list[subprocess.Popen], *, timeout: float = 30) -> None:
+    """SIGTERM every process still running, wait for each, SIGKILL what does not stop in time."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    processes.clear()
+
+
 def run_copies(workers: list[str], *, processes: int) -> int:
     children = [subprocess.Popen([sys.executable, "-m", "workers", "run", *workers]) for _ in range(processes)]
     stopping = False

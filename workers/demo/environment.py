@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from db.stock import StockRepository
 from workers import devservices
 from workers.bootstrap import declare_topology
 from workers.config import load_settings
+from workers.processes import stop_all
 
 
 @dataclass
@@ -70,15 +70,7 @@ class DemoEnvironment:
              f"relay and expirer; logs in {self.log_dir}")
 
     def stop_workers(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self.processes.clear()
+        stop_all(self.processes, timeout=30)
 
     def _wait_for_consumers(self, queue: str, count: int, timeout: float = 30) -> None:
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
