@@ -10,7 +10,7 @@ ON CONFLICT (message_id) DO NOTHING
 RETURNING 1
 """
 CLAIM_MANY = """
-INSERT INTO inbox (message_id, handler) SELECT unnest(%s::text[]), %s
+INSERT INTO inbox (message_id, handler) SELECT unnest(%b::text[]), %s
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
 """

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import psycopg
 
-LOCK_MANY = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
+LOCK_MANY = "SELECT pg_advisory_xact_lock(k) FROM unnest(%b::bigint[]) AS k"  # %b: binary, no text escaping
 
 
 def stock_lock_key(tenant_id: str, sku: str) -> int:

@@ -1,7 +1,8 @@
 """The outbox: events written in the business transaction, published later by the relay.
 
-Two kinds of rows share it: order events (``Outbox.add``) and inventory changes (written
-by the ``stock_levels_outbox`` trigger, V003). The relay claims pending rows in id order,
+Two kinds of rows share it: order events (``Outbox.add``; the order intake writes its
+outcome events in ``db.intake``) and inventory changes (written by the
+``stock_levels_outbox`` trigger, V003). The relay claims pending rows in id order,
 publishes them and deletes them once the broker confirmed them.
 """
 
@@ -18,10 +19,6 @@ from psycopg.types.json import Jsonb
 ADD = """
 INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, message_type)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
-"""
-ADD_MANY = """
-INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, message_type)
-SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::text[])
 """
 NOTIFY = "SELECT pg_notify('conveyor_outbox', '')"
 # Never page by `id > last_seen`: ids are taken at insert but become visible at commit.
@@ -107,19 +104,6 @@ class Outbox:
             self._conn.execute(NOTIFY)
             self._notified = True
         return message_id
-
-    def add_many(self, events: list[tuple[str, str, dict, str | None]]) -> None:
-        """Write several (exchange, routing key, payload, correlation id) events in one statement;
-        each is ordered with the others of its correlation id, as ``add`` does."""
-        if not events:
-            return
-        columns = list(zip(*[(str(uuid.uuid4()), exchange, routing_key, correlation_id, Jsonb(payload),
-                              correlation_id, None)
-                             for exchange, routing_key, payload, correlation_id in events]))
-        self._conn.execute(ADD_MANY, tuple(map(list, columns)))
-        if not self._notified:
-            self._conn.execute(NOTIFY)
-            self._notified = True
 
     def claim(self, limit: int, *, per_key: int | None = None, skip_keys: Collection[str] = (),
               skip_ids: Collection[int] = ()) -> list[OutboxRow]:

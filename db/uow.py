@@ -10,6 +10,7 @@ import psycopg
 
 from db.fulfilment import FulfilmentRepository
 from db.inbox import Inbox
+from db.intake import IntakeRepository
 from db.orders import OrderRepository, OrderStateRepository
 from db.outbox import Outbox
 from db.reservations import ReservationRepository
@@ -21,6 +22,7 @@ class UnitOfWork:
         self.conn = conn
         self.inbox = Inbox(conn)
         self.stock = StockRepository(conn)
+        self.intake = IntakeRepository(conn)
         self.orders = OrderRepository(conn)
         self.outbox = Outbox(conn)
         self.order_states = OrderStateRepository(conn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from db.orders import NewLine, NewOrder
+from db.intake import NewLine, NewOrder, OutboxEvent
 from db.stock import StockLevel
 from db.uow import UnitOfWork
 from schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
@@ -32,8 +32,9 @@ def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]],
     """Reserve a whole batch in a few set-based statements, deciding orders one after the
     other exactly as if they had come one by one (stock taken by earlier ones is gone)."""
     tenants = [message.tenant_id or ctx.default_tenant for message, ctx in batch]
-    fresh = uow.orders.register_many(_first_of_each_order(batch, tenants))
-    levels = uow.stock.levels_many(sorted({(t, i.sku) for (m, _), t in zip(batch, tenants) for i in m.items}))
+    claimed = uow.intake.claim(_first_of_each_order(batch, tenants),
+                               sorted({(t, i.sku) for (m, _), t in zip(batch, tenants) for i in m.items}))
+    fresh, levels = claimed.new_orders, claimed.levels
     taken: dict[tuple[str, str], int] = {}
     outcomes, orders, held, events = [], [], [], []
     for (message, ctx), tenant in zip(batch, tenants):
@@ -48,7 +49,8 @@ def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]],
         orders.append(_new_order(message, tenant, decision, ctx))
         events.append(_outcome_event(message, tenant, decision))
         outcomes.append("reserved" if decision.accepted else "rejected")
-    _write(uow, taken, orders, held, events)
+    if orders:
+        uow.intake.record(reserve=taken, cause=_cause(orders), orders=orders, held=held, events=events)
     return outcomes
 
 
@@ -73,16 +75,12 @@ def _remaining(levels, taken, tenant: str, message: OrderCreated) -> dict[str, S
     return view
 
 
-def _write(uow: UnitOfWork, taken, orders, held, events) -> None:
-    if taken:
-        first = next(o for o in orders if o.status == "RESERVED")
-        more = sum(o.status == "RESERVED" for o in orders) - 1
-        uow.stock.reserve_many(dict(taken), cause=f"order.reserved:{first.order_id}" + (f"+{more}" if more else ""))
-    if orders:
-        uow.orders.add_many(orders)
-        uow.orders.add_reservations_many(held)
-    uow.outbox.add_many([(EVENTS_EXCHANGE, routing_key, payload, str(order_id))
-                         for routing_key, order_id, payload in events])
+def _cause(orders: list[NewOrder]) -> str:
+    """The ledger's cause for the batch's stock change: its first reserved order (+ how many more)."""
+    reserved = [o for o in orders if o.status == "RESERVED"]
+    if not reserved:
+        return "order.reserved"
+    return f"order.reserved:{reserved[0].order_id}" + (f"+{len(reserved) - 1}" if len(reserved) > 1 else "")
 
 
 def _new_order(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision,
@@ -99,7 +97,7 @@ def _new_order(message: OrderCreated, tenant: str, decision: reservation.Reserva
     )
 
 
-def _outcome_event(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision):
+def _outcome_event(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision) -> OutboxEvent:
     now = datetime.now(timezone.utc)
     if decision.accepted:
         event = OrderReserved(
@@ -107,12 +105,12 @@ def _outcome_event(message: OrderCreated, tenant: str, decision: reservation.Res
             currency=message.currency, total=order_total(message), occurred_at=now,
             lines=[ReservedLine(line_no=n, sku=i.sku, quantity=i.quantity, unit_price=i.unit_price)
                    for n, i in enumerate(message.items, start=1)])
-        return "order.reserved", message.order_id, event.model_dump(mode="json")
+        return OutboxEvent(EVENTS_EXCHANGE, "order.reserved", str(message.order_id), event.model_dump(mode="json"))
     event = OrderRejected(
         order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id, occurred_at=now,
         lines=[RejectedLine(line_no=r.line_no, sku=r.sku, requested=r.requested,
                             available=r.available, reason=r.reason) for r in decision.rejections])
-    return "order.rejected", message.order_id, event.model_dump(mode="json")
+    return OutboxEvent(EVENTS_EXCHANGE, "order.rejected", str(message.order_id), event.model_dump(mode="json"))
 
 
 def handle_cancel(message: CancelOrder, uow: UnitOfWork, ctx: HandlerContext) -> str:

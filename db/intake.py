@@ -1,0 +1,174 @@
+"""The order intake's two statements per batch: claim the batch's order ids and read its
+stock (one round trip), then write everything the batch decided (one round trip).
+
+Rows travel as one JSON document per table, unpacked by ``jsonb_to_recordset`` on the
+server: psycopg dumps Python lists as text arrays element by element (≈2.6 ms for a
+batch's outbox rows, measured), a JSON document costs one ``json.dumps``. Values keep
+their exact form: ids and money as strings, timestamps in ISO 8601 with their offset.
+The caller holds the stock locks of every (tenant, SKU) involved.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import psycopg
+
+from db.errors import IntegrityViolation
+from db.stock import StockLevel
+
+CLAIM_AND_READ = """
+WITH new_tenants AS (
+    INSERT INTO tenants (tenant_id, name)
+    SELECT DISTINCT o.tenant_id, o.tenant_id
+    FROM jsonb_to_recordset(%(orders)s::jsonb) AS o(tenant_id text)
+    ORDER BY 1
+    ON CONFLICT DO NOTHING  -- no conflict target: the worker role may insert tenants, not read them
+), claimed AS (
+    INSERT INTO order_registry (order_id, tenant_id, placed_at)
+    SELECT o.order_id, o.tenant_id, o.placed_at
+    FROM jsonb_to_recordset(%(orders)s::jsonb) AS o(order_id uuid, tenant_id text, placed_at timestamptz)
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING order_id
+)
+SELECT order_id::text, NULL, NULL, NULL FROM claimed
+UNION ALL
+SELECT s.tenant_id, s.sku, s.on_hand, s.reserved
+FROM jsonb_to_recordset(%(stock)s::jsonb) AS k(tenant_id text, sku text)
+JOIN stock_levels s USING (tenant_id, sku)
+"""
+
+# The UPDATE's WHERE clause is the last line of defence: a reservation that would oversell
+# matches no row, and the short count becomes an error. One NOTIFY wakes the relay.
+RECORD = """
+WITH reserved AS (
+    UPDATE stock_levels s SET reserved = s.reserved + r.quantity, last_cause = %(cause)s
+    FROM jsonb_to_recordset(%(stock)s::jsonb) AS r(tenant_id text, sku text, quantity integer)
+    WHERE s.tenant_id = r.tenant_id AND s.sku = r.sku AND s.on_hand - s.reserved >= r.quantity
+    RETURNING 1
+), new_orders AS (
+    INSERT INTO orders (order_id, placed_at, tenant_id, customer_id, currency, total, status,
+                        status_reason, source_message_id)
+    SELECT o.order_id, o.placed_at, o.tenant_id, o.customer_id, o.currency, o.total, o.status,
+           o.status_reason, o.source_message_id
+    FROM jsonb_to_recordset(%(orders)s::jsonb) AS o(
+        order_id uuid, placed_at timestamptz, tenant_id text, customer_id text, currency text,
+        total numeric, status text, status_reason text, source_message_id text)
+), new_lines AS (
+    INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, status, reason)
+    SELECT l.order_id, l.line_no, l.sku, l.quantity, l.unit_price, l.status, l.reason
+    FROM jsonb_to_recordset(%(lines)s::jsonb) AS l(
+        order_id uuid, line_no integer, sku text, quantity integer, unit_price numeric, status text,
+        reason text)
+), held AS (
+    INSERT INTO reservations (order_id, tenant_id, sku, quantity)
+    SELECT h.order_id, h.tenant_id, h.sku, h.quantity
+    FROM jsonb_to_recordset(%(held)s::jsonb) AS h(order_id uuid, tenant_id text, sku text, quantity integer)
+), events AS (
+    INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key)
+    SELECT gen_random_uuid(), e.exchange, e.routing_key, e.correlation_id, e.payload, e.correlation_id
+    FROM jsonb_to_recordset(%(events)s::jsonb) AS e(exchange text, routing_key text, correlation_id text,
+                                                    payload jsonb)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM reserved),
+       CASE WHEN EXISTS (SELECT FROM events) THEN pg_notify('conveyor_outbox', '') END
+"""
+
+
+@dataclass(frozen=True)
+class NewLine:
+    line_no: int
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    order_id: UUID
+    tenant_id: str
+    customer_id: str
+    currency: str
+    total: Decimal
+    placed_at: datetime
+    status: str
+    status_reason: str | None
+    source_message_id: str
+    lines: list[NewLine]
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """An outbox row; events of one correlation id are published in the order written."""
+
+    exchange: str
+    routing_key: str
+    correlation_id: str
+    payload: dict
+
+
+@dataclass
+class Claimed:
+    new_orders: set[UUID]
+    levels: dict[tuple[str, str], StockLevel]
+
+
+class IntakeRepository:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def claim(self, orders: list[tuple[UUID, str, datetime]], stock: list[tuple[str, str]]) -> Claimed:
+        """Register (order id, tenant, placed at) and read the levels of (tenant, SKU) pairs.
+        An id registered before is left out of ``new_orders``."""
+        rows = self._conn.execute(CLAIM_AND_READ, {
+            "orders": _json([{"order_id": str(o), "tenant_id": t, "placed_at": p.isoformat()} for o, t, p in orders]),
+            "stock": _json([{"tenant_id": t, "sku": s} for t, s in stock]),
+        }).fetchall()
+        claimed = Claimed(set(), {})
+        for first, sku, on_hand, reserved in rows:
+            if sku is None:
+                claimed.new_orders.add(UUID(first))
+            else:
+                claimed.levels[(first, sku)] = StockLevel(sku, on_hand, reserved)
+        return claimed
+
+    def record(self, *, reserve: dict[tuple[str, str], int], cause: str, orders: list[NewOrder],
+               held: list[tuple[UUID, str, str, int]], events: list[OutboxEvent]) -> None:
+        """Reserve each (tenant, SKU) once by the batch's total, insert the orders, their lines
+        and reservations, and the outcome events: one statement."""
+        stock = [{"tenant_id": t, "sku": s, "quantity": reserve[(t, s)]} for t, s in sorted(reserve)]
+        matched, _ = self._conn.execute(RECORD, {
+            "cause": cause,
+            "stock": _json(stock),
+            "orders": _json([_order_row(o) for o in orders]),
+            "lines": _json([_line_row(o, line) for o in orders for line in o.lines]),
+            "held": _json([{"order_id": str(o), "tenant_id": t, "sku": s, "quantity": q} for o, t, s, q in held]),
+            "events": _json([{"exchange": e.exchange, "routing_key": e.routing_key,
+                              "correlation_id": e.correlation_id, "payload": e.payload} for e in events]),
+        }).fetchone()
+        if matched != len(stock):
+            raise IntegrityViolation(f"batch reservation matched {matched} of {len(stock)} SKUs;"
+                                     " stock changed under the lock")
+
+
+def _order_row(order: NewOrder) -> dict:
+    return {"order_id": str(order.order_id), "placed_at": order.placed_at.isoformat(),
+            "tenant_id": order.tenant_id, "customer_id": order.customer_id, "currency": order.currency,
+            "total": str(order.total), "status": order.status, "status_reason": order.status_reason,
+            "source_message_id": order.source_message_id}
+
+
+def _line_row(order: NewOrder, line: NewLine) -> dict:
+    return {"order_id": str(order.order_id), "line_no": line.line_no, "sku": line.sku,
+            "quantity": line.quantity, "unit_price": str(line.unit_price),
+            "status": "RESERVED" if order.status == "RESERVED" else "REJECTED", "reason": line.reason}
+
+
+def _json(rows: list[dict]) -> str:
+    return json.dumps(rows, separators=(",", ":"))
