@@ -46,13 +46,17 @@ def throughput(services, *, mix: str, argv: list[str], processes: int, orders: i
     with harness.stage(services) as stage:
         stage.prepare(stock)
         harness.preload(stage.amqp_url, [make() for _ in range(orders)])
+        servers_before = harness.server_cpu_seconds()
         stage.start(argv, count=processes, extra_env=env)
         seconds = harness.wait_decided(stage.database_url, orders)
         usage = stage.usage()
+        servers = {k: v - servers_before[k] for k, v in harness.server_cpu_seconds().items()}
         stage.stop()
         problems = harness.verify(stage.database_url, orders)
     return {"orders_per_s": round(orders / seconds, 1), "seconds": round(seconds, 2),
             "cpu_ms_per_order": round(usage["cpu_seconds"] * 1000 / orders, 3),
+            "postgres_cpu_ms_per_order": round(servers["postgres"] * 1000 / orders, 3),
+            "rabbitmq_cpu_ms_per_order": round(servers["rabbitmq"] * 1000 / orders, 3),
             "peak_rss_mb": usage["peak_rss_mb"], "problems": problems}
 
 

@@ -10,6 +10,11 @@ def connection_kwargs(*, lock_timeout_ms: int = 2_000, statement_timeout_ms: int
                       application_name: str = "conveyor") -> dict:
     # Autocommit: every transaction is an explicit `with conn.transaction()` block.
     options = f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"
+    # The rows Conveyor touches per message (stock levels, recent orders) are in memory: at
+    # the default random_page_cost of 4 the planner hashes all of stock_levels rather than
+    # probe its primary key 60 times for a batch (EXPLAIN ANALYZE on 5,000 SKUs: 6.6 ms
+    # against 1.8 ms for the batch's UPDATE). 1.1 is the usual value for SSDs and cached data.
+    options += " -c random_page_cost=1.1"
     # TCP keepalives: a black-holed network surfaces as a broken connection in ~25 s
     # instead of a statement waiting forever (statement_timeout needs the server to answer).
     return {"autocommit": True, "options": options, "application_name": application_name,

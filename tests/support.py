@@ -224,3 +224,37 @@ class Background(threading.Thread):
         super().join(timeout)
         if self.error:
             raise self.error
+
+
+class RecordingConsumer:
+    """The broker side of a processor, reduced to what it is asked to settle."""
+
+    def __init__(self) -> None:
+        self.settled: list = []
+        self.cancelled = threading.Event()
+
+    def settle(self, generation, settlements, on_done=None) -> None:
+        self.settled.extend(settlements)
+
+    def is_live(self, generation: int) -> bool:
+        return True
+
+
+def created_delivery(tag: int, body: dict, *, redelivered: bool = False):
+    """An ``order.created`` delivery as the consumer hands it to the processor."""
+    from workers.runtime.envelope import Delivery
+
+    properties = pika.BasicProperties(message_id=f"created-{body['order_id']}", content_type="application/json",
+                                      type="order.created")
+    return Delivery(1, tag, "orders", "order.created", redelivered, properties, json.dumps(body).encode())
+
+
+def order_processor(database_url: str):
+    """The order worker's processor on a database, with no broker behind it (RecordingConsumer)."""
+    import queue
+
+    from workers.order_worker import SPEC
+    from workers.runtime.processor import Processor
+
+    return Processor(SPEC, settings_for(database_url, "amqp://unused/"), inbound=queue.Queue(),
+                     consumer=RecordingConsumer(), stop=threading.Event())

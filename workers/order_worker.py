@@ -31,6 +31,8 @@ def handle_order_created(message: OrderCreated, uow: UnitOfWork, ctx: HandlerCon
 def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]], uow: UnitOfWork) -> list[str]:
     """Reserve a whole batch in a few set-based statements, deciding orders one after the
     other exactly as if they had come one by one (stock taken by earlier ones is gone)."""
+    if not batch:  # every message of a redelivered batch was processed before
+        return []
     tenants = [message.tenant_id or ctx.default_tenant for message, ctx in batch]
     claimed = uow.intake.claim(_first_of_each_order(batch, tenants),
                                sorted({(t, i.sku) for (m, _), t in zip(batch, tenants) for i in m.items}))

@@ -66,7 +66,7 @@ def refused(url: str, statement: str) -> str | None:
     "DROP TABLE inbox CASCADE",
     "ALTER TABLE orders ADD COLUMN note text",
     "ALTER TABLE stock_levels DROP CONSTRAINT stock_reserved_within_on_hand",
-    "ALTER TABLE stock_levels DISABLE TRIGGER stock_levels_ledger",
+    "ALTER TABLE stock_levels DISABLE TRIGGER stock_levels_changes_on_update",
     "ALTER TABLE orders DISABLE ROW LEVEL SECURITY",
     "CREATE INDEX stolen_idx ON orders (customer_id)",
     "TRUNCATE orders",

@@ -2,8 +2,11 @@
 transaction (a savepoint each, so one failure spares the others), commit, then settle.
 
 Order of events per batch: parse → lock every (tenant, SKU) of the batch in one sorted
-pass → per message: savepoint, inbox claim, handler → commit → for failures publish the
-retry or DLQ copy (confirmed) → ack. Nothing is acked before the commit it depends on.
+pass → inbox claim → handler(s) → commit → for failures publish the retry or DLQ copy
+(confirmed) → ack. Nothing is acked before the commit it depends on. A route with a batch
+handler runs the whole batch through it (lock and inbox claim in one statement, the
+handler's set-based statements, commit: five round trips for the batch); if that fails
+the transaction rolls back and every message runs again with a savepoint of its own.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class BatchStats:
 
     processed: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    batch_fallbacks: int = 0  # set-based batches that failed and ran again message by message
 
     def count(self, outcome: str) -> None:
         self.processed += 1
@@ -151,11 +155,12 @@ class Processor:
 
     def _attempt(self, results: list[Result]) -> None:
         conn = self.db.get()
+        if _batchable(results) and self._run_set_based(conn, results):
+            return
         with conn.transaction():
             lock_stock(conn, self._lock_pairs(conn, results))
-            if not self._run_set_based(conn, results):
-                for result in results:
-                    self._run_one(conn, result)
+            for result in results:
+                self._run_one(conn, result)
 
     @staticmethod
     def _lock_pairs(conn: psycopg.Connection, results: list[Result]) -> list[tuple[str, str]]:
@@ -167,16 +172,15 @@ class Processor:
         return pairs
 
     def _run_set_based(self, conn: psycopg.Connection, results: list[Result]) -> bool:
-        """Run a same-route batch through its batch handler in one savepoint; False when the
-        route has none or the batch failed (then each message runs in a savepoint of its own)."""
-        route = results[0].parsed.route
-        if len(results) < 2 or route.batch_handler is None or any(r.parsed.route is not route for r in results):
-            return False
+        """Run a same-route batch through its batch handler in a transaction of its own: the
+        locks and the inbox claim in one statement, the handler's few statements, commit.
+        False when the batch failed: it rolled back, and each message then runs in a
+        savepoint of its own (the culprit fails alone)."""
         try:
             with conn.transaction():
-                todo = self._claim_inbox(UnitOfWork(conn), results)
-                outcomes = route.batch_handler([(r.parsed.message, r.parsed.context) for r in todo],
-                                               UnitOfWork(conn))
+                todo = self._lock_and_claim(UnitOfWork(conn), results)
+                outcomes = results[0].parsed.route.batch_handler(
+                    [(r.parsed.message, r.parsed.context) for r in todo], UnitOfWork(conn))
                 for result, outcome in zip(todo, outcomes, strict=True):
                     result.outcome = outcome
             return True
@@ -186,11 +190,15 @@ class Processor:
             log.info("batch_fallback", worker=self.spec.name, size=len(results), error=str(error)[:200])
         except Exception as error:  # noqa: BLE001 - the per-message path isolates the culprit
             log.info("batch_fallback", worker=self.spec.name, size=len(results), error=str(error)[:200])
+        self.stats.batch_fallbacks += 1
         return False
 
-    def _claim_inbox(self, uow: UnitOfWork, results: list[Result]) -> list[Result]:
+    def _lock_and_claim(self, uow: UnitOfWork, results: list[Result]) -> list[Result]:
+        """Lock the batch's stock, then record its message ids in the inbox; returns the
+        results still to run (a message processed before is a duplicate)."""
         ids = [r.parsed.context.message_id for r in results]
-        fresh = uow.inbox.claim_many(list(dict.fromkeys(ids)), handler=self.spec.name)
+        fresh = uow.inbox.claim_many(list(dict.fromkeys(ids)), handler=self.spec.name,
+                                     after_locking=[pair for r in results for pair in r.parsed.lock_pairs])
         todo = []
         for result in results:
             result.outcome, result.error = None, None
@@ -252,6 +260,13 @@ class Processor:
             log.warning("message_failed", **fields)
         else:
             log.info("message_processed", **fields)
+
+
+def _batchable(results: list[Result]) -> bool:
+    """Several messages of one route that has a batch handler (and no lock query)."""
+    route = results[0].parsed.route
+    return (len(results) > 1 and route.batch_handler is not None and route.lock_query is None
+            and all(r.parsed.route is route for r in results))
 
 
 def _unwrap(error: BaseException) -> BaseException:
