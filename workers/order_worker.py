@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from db.intake import NewLine, NewOrder, OutboxEvent
+from db.intake import Held, NewLine, NewOrder, OrderKey, OutboxEvent
 from db.stock import StockLevel
 from db.uow import UnitOfWork
 from schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
@@ -47,7 +47,7 @@ def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]],
         decision = reservation.decide(_lines(message), _remaining(levels, taken, tenant, message))
         for sku, quantity in decision.quantities.items() if decision.accepted else ():
             taken[(tenant, sku)] = taken.get((tenant, sku), 0) + quantity
-            held.append((message.order_id, tenant, sku, quantity))
+            held.append(Held(message.order_id, tenant, sku, quantity))
         orders.append(_new_order(message, tenant, decision, ctx))
         events.append(_outcome_event(message, tenant, decision))
         outcomes.append("reserved" if decision.accepted else "rejected")
@@ -56,10 +56,10 @@ def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]],
     return outcomes
 
 
-def _first_of_each_order(batch, tenants) -> list[tuple]:
+def _first_of_each_order(batch, tenants) -> list[OrderKey]:
     seen: dict = {}
     for (message, _), tenant in zip(batch, tenants):
-        seen.setdefault(message.order_id, (message.order_id, tenant, message.placed_at))
+        seen.setdefault(message.order_id, OrderKey(message.order_id, tenant, message.placed_at))
     return list(seen.values())
 
 
@@ -107,12 +107,12 @@ def _outcome_event(message: OrderCreated, tenant: str, decision: reservation.Res
             currency=message.currency, total=order_total(message), occurred_at=now,
             lines=[ReservedLine(line_no=n, sku=i.sku, quantity=i.quantity, unit_price=i.unit_price)
                    for n, i in enumerate(message.items, start=1)])
-        return OutboxEvent(EVENTS_EXCHANGE, "order.reserved", str(message.order_id), event.model_dump(mode="json"))
+        return OutboxEvent(EVENTS_EXCHANGE, "order.reserved", str(message.order_id), event.model_dump_json())
     event = OrderRejected(
         order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id, occurred_at=now,
         lines=[RejectedLine(line_no=r.line_no, sku=r.sku, requested=r.requested,
                             available=r.available, reason=r.reason) for r in decision.rejections])
-    return OutboxEvent(EVENTS_EXCHANGE, "order.rejected", str(message.order_id), event.model_dump(mode="json"))
+    return OutboxEvent(EVENTS_EXCHANGE, "order.rejected", str(message.order_id), event.model_dump_json())
 
 
 def handle_cancel(message: CancelOrder, uow: UnitOfWork, ctx: HandlerContext) -> str:
