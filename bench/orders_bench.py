@@ -102,22 +102,28 @@ def _publish_paced(amqp_url: str, make, sent: dict, *, rate: float, seconds: flo
 
 
 def _poll_visible(database_url: str, sent: dict, seen: dict, done: threading.Event) -> None:
-    """Every ~2 ms ask which pending orders are committed: visibility ≈ commit time.
-    Only the still-pending ids are sent, so a poll costs the same late in the run as early."""
+    """Each commit that writes an outbox row NOTIFYs ``conveyor_outbox``: woken by it (or
+    every 5 ms at the latest), ask which pending orders are committed, so visibility ≈ commit
+    time. Only the still-pending ids are sent, and only about once per commit, so the
+    measuring costs the server little (polling every 2 ms competed with the workers for the
+    two cores once a backlog made each poll large)."""
     pending: set[str] = set()
     known = 0
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn, \
+            psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN conveyor_outbox")
         while not done.is_set():
+            for _ in listener.notifies(timeout=0.005, stop_after=1):
+                pass
+            now = time.monotonic()
             ids = list(sent)  # insertion-ordered: the new ones are at the end
             pending.update(ids[known:])
             known = len(ids)
             if pending:
-                now = time.monotonic()
                 for (order_id,) in conn.execute("SELECT order_id::text FROM orders WHERE order_id = ANY(%s::uuid[])",
                                                 (list(pending),)):
                     seen[order_id] = now
                     pending.discard(order_id)
-            time.sleep(0.002)
 
 
 def summarise(runs: list[dict], key: str) -> dict:

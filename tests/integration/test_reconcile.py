@@ -60,3 +60,25 @@ def test_direct_sql_changes_are_in_the_ledger_with_their_cause(database_url):
         rows = conn.execute("SELECT version, delta_on_hand, cause FROM stock_movements ORDER BY version").fetchall()
     assert [(v, d) for v, d, _ in rows] == [(1, 10), (2, 5)]
     assert rows[0][2].startswith("stock-set:") and rows[1][2] == "direct-sql"
+
+
+def test_one_statement_over_many_skus_records_each_change_once_and_skips_the_unchanged(database_url):
+    # Given three SKUs (V007 records stock changes per statement, from its transition tables)
+    for sku, units in (("A", 10), ("B", 20), ("C", 30)):
+        set_stock(database_url, sku, units)
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+        # When one UPDATE changes A and B, and touches C without changing its stock
+        conn.execute("""UPDATE stock_levels SET reserved = CASE sku WHEN 'C' THEN reserved ELSE reserved + 2 END
+                        WHERE sku IN ('A', 'B', 'C')""")
+        ledger = conn.execute("""SELECT sku, version, delta_on_hand, delta_reserved, on_hand, reserved, cause
+                                 FROM stock_movements WHERE version > 1 ORDER BY sku""").fetchall()
+        partner = conn.execute("""SELECT routing_key, payload->>'version', payload->>'reserved', payload->>'available'
+                                  FROM outbox WHERE exchange = 'inventory' AND id > %s ORDER BY routing_key""",
+                               (before,)).fetchall()
+        versions = dict(conn.execute("SELECT sku, version FROM stock_levels").fetchall())
+
+    # Then A and B each have one ledger row and one partner message, with deltas and levels; C none
+    assert ledger == [("A", 2, 0, 2, 10, 2, "direct-sql"), ("B", 2, 0, 2, 20, 2, "direct-sql")]
+    assert partner == [("stock.changed.default.A", "2", "2", "8"), ("stock.changed.default.B", "2", "2", "18")]
+    assert versions == {"A": 2, "B": 2, "C": 1}

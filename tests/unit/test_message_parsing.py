@@ -391,3 +391,19 @@ def _get(document: Any, path: tuple) -> Any:
     for step in path:
         document = document[step]
     return document
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(), key=st.text(min_size=1), ascii_only=st.booleans(), indent=st.sampled_from([None, 2]))
+def test_the_quick_control_character_check_never_misses_one(value, key, ascii_only, indent):
+    # The fast path (one search of the text when there are no escapes) must never say "none"
+    # when the walk over the parsed document would find one: in keys, values, nested lists.
+    from schemas.parsing import _control_characters_possible, _refuse_control_characters
+
+    body = json.dumps({key: [value, {"x": value}]}, ensure_ascii=ascii_only, indent=indent).encode()
+    try:
+        _refuse_control_characters(json.loads(body), path="$")
+        walk_finds = False
+    except InvalidMessage:
+        walk_finds = True
+    assert _control_characters_possible(body) or not walk_finds

@@ -5,6 +5,7 @@ Everything refused here is an ``InvalidMessage`` and goes to the DLQ without a r
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from schemas.parsing import parse_message
 from workers.config import Settings
 from workers.runtime.envelope import Delivery
 from workers.runtime.spec import HandlerContext, Route, WorkerSpec
+
+_C0_CONTROL = re.compile(r"[\x00-\x1f]")
 
 ACCEPTED_CONTENT_TYPES = frozenset({"application/json"})
 
@@ -47,7 +50,7 @@ def _message_id(delivery: Delivery) -> str:
         raise InvalidMessage("missing_message_id", "the message_id property is required for de-duplication")
     if len(message_id) > 255:
         raise InvalidMessage("bad_message_id", "message_id is longer than 255 characters")
-    if any(ord(c) < 32 for c in message_id):
+    if _C0_CONTROL.search(message_id):
         raise InvalidMessage("bad_message_id", "message_id contains control characters")
     return message_id
 
