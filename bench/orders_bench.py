@@ -138,13 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mixes", default="low-contention,hot-sku")
     parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--latency-rates", default="250,500,1000",
+                        help="offered orders/s for the publish→commit latency runs (comma-separated)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     results: dict = {"machine": _machine(), "throughput": {}, "latency": {}}
     with devservices.provide_services(log=lambda s: print(s, file=sys.stderr)) as services:
         for mix in args.mixes.split(","):
             results["throughput"][mix] = _compare(services, mix, args)
-        results["latency"]["offered_1000"] = latency(services, rate=1000, seconds=args.latency_seconds, processes=2)
+        for rate in (int(r) for r in args.latency_rates.split(",") if r):
+            print(f"[latency] offered {rate}/s", file=sys.stderr, flush=True)
+            results["latency"][f"offered_{rate}"] = latency(services, rate=rate, seconds=args.latency_seconds,
+                                                            processes=2)
         results["latency"]["flat_out"] = latency(services, rate=0, seconds=args.latency_seconds, processes=2)
     problems = [p for mix in results["throughput"].values() for run in mix["runs"] for p in run["problems"]]
     problems += [p for run in results["latency"].values() for p in run["problems"]]
