@@ -11,25 +11,12 @@ import threading
 import pytest
 from pika.spec import BasicProperties
 
+from support import RecordingConsumer
 from workers.config import Settings
 from workers.order_worker import SPEC
 from workers.runtime import processor as processor_module
 from workers.runtime.envelope import H_ERROR_CLASS, Delivery
 from workers.runtime.processor import Processor
-
-
-class RecordingConsumer:
-    """Stands in for the broker side: records what the processor asks it to settle."""
-
-    def __init__(self) -> None:
-        self.settled: list = []
-        self.cancelled = threading.Event()
-
-    def settle(self, generation, settlements, on_done=None) -> None:
-        self.settled.extend(settlements)
-
-    def is_live(self, generation: int) -> bool:
-        return True
 
 
 def delivery(tag: int) -> Delivery:
