@@ -47,7 +47,8 @@ def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
         if name in WORKERS:
             supervisor.add_worker(WORKERS[name])
         elif name == "relay":
-            supervisor.add_service("relay", OutboxRelay(settings, stop=supervisor.stop).run)
+            relay = OutboxRelay(settings, stop=supervisor.stop, batch_size=settings.relay_batch_size)
+            supervisor.add_service("relay", relay.run)
         elif name == "expirer":
             supervisor.add_service("expirer", Expirer(settings, pool, stop=supervisor.stop).run)
     return supervisor

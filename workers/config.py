@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     prefetch: int = Field(default=100, ge=1, le=10_000)
     batch_size: int = Field(default=20, ge=1, le=1_000)
     batch_window_ms: int = Field(default=5, ge=0, le=10_000)
+    # Outbox rows the relay claims and publishes per transaction (docs/performance.md).
+    relay_batch_size: int = Field(default=1_000, ge=1, le=10_000)
 
     # Broker-side retry tiers (seconds); attempt n waits retry_delays[min(n-1, last)].
     retry_delays: Annotated[tuple[int, ...], NoDecode] = (1, 5, 30)

@@ -44,9 +44,10 @@ def test_environment_values_override_defaults(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("CONVEYOR_PREFETCH", "7")
     monkeypatch.setenv("CONVEYOR_AMQP_URL", "amqps://u:p@broker:5671/%2F")
     monkeypatch.setenv("CONVEYOR_LOG_FORMAT", "json")
+    monkeypatch.setenv("CONVEYOR_RELAY_BATCH_SIZE", "1000")
     settings = load_settings()
-    assert (settings.prefetch, settings.amqp_url, settings.log_format) == (
-        7, "amqps://u:p@broker:5671/%2F", "json")
+    assert (settings.prefetch, settings.amqp_url, settings.log_format, settings.relay_batch_size) == (
+        7, "amqps://u:p@broker:5671/%2F", "json", 1000)
 
 
 BAD_VALUES = [
@@ -62,6 +63,7 @@ BAD_VALUES = [
     pytest.param("CONVEYOR_LOG_LEVEL", "LOUD", id="log-level-unknown"),
     pytest.param("CONVEYOR_MAX_ATTEMPTS", "0", id="max-attempts-zero"),
     pytest.param("CONVEYOR_MAX_MESSAGE_BYTES", "10", id="max-message-bytes-too-small"),
+    pytest.param("CONVEYOR_RELAY_BATCH_SIZE", "0", id="relay-batch-size-zero"),
 ]
 
 

@@ -48,7 +48,7 @@ def default_holder() -> str:
 
 
 class OutboxRelay:
-    def __init__(self, settings: Settings, *, stop: threading.Event, batch_size: int = 500,
+    def __init__(self, settings: Settings, *, stop: threading.Event, batch_size: int = 1_000,
                  poll_interval: float = 1.0, lease_seconds: float = 5.0, batch_timeout: float = 10.0,
                  per_key_in_flight: int = 1, max_waves: int = 16, keep_sent_seconds: float = 3600.0,
                  max_reconnect_delay: float = 5.0, holder: str | None = None,
