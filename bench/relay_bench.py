@@ -35,6 +35,7 @@ sys.path.insert(0, ROOT)
 from db.migrate import migrate  # noqa: E402
 from workers import devservices  # noqa: E402
 from workers.runtime import topology  # noqa: E402
+from workers.runtime.amqp import queue_depth  # noqa: E402
 
 TENANT = "bench"
 
@@ -198,14 +199,6 @@ def purge(amqp_url: str, queue: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         connection.channel().queue_purge(queue)
-    finally:
-        connection.close()
-
-
-def queue_depth(amqp_url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
     finally:
         connection.close()
 

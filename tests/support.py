@@ -19,6 +19,7 @@ import pika
 import psycopg
 
 from workers.config import Settings, load_settings
+from workers.runtime.amqp import queue_depth  # noqa: F401 - the tests import it from here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,14 +97,6 @@ def take_all(amqp_url: str, queue: str, *, expect: int = 0, timeout: float = 15.
     finally:
         connection.close()
     return got
-
-
-def queue_depth(amqp_url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
 
 
 @contextmanager

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from chaos.history import Operation, counts
+from relay_support import first_copies
 
 FINAL = frozenset({"REJECTED", "CANCELLED", "EXPIRED", "DELIVERED"})
 LEGAL_MOVES = frozenset({
@@ -245,7 +245,7 @@ def relay_inventory(state: FinalState) -> list[str]:
     problems = _same_id_same_body(state.inventory_feed)
     levels = {(m.sku, m.version): (m.on_hand, m.reserved) for m in state.ledger}
     seen: dict[str, list[int]] = defaultdict(list)
-    for message in _first_copies(state.inventory_feed):
+    for message in first_copies(state.inventory_feed):
         sku, version, level = message.body["sku"], message.body["version"], (
             message.body["on_hand"], message.body["reserved"])
         seen[sku].append(version)
@@ -269,7 +269,7 @@ def relay_inventory(state: FinalState) -> list[str]:
 def relay_orders(state: FinalState) -> list[str]:
     problems = _same_id_same_body(state.order_feed)
     got: dict[str, list[str]] = defaultdict(list)
-    for message in _first_copies(state.order_feed):
+    for message in first_copies(state.order_feed):
         got[message.body["order_id"]].append(message.routing_key)
     refused = Counter(o for _, o, outcome in state.payments if outcome == "refused")
     for order_id, status in sorted(state.orders.items()):
@@ -340,16 +340,6 @@ def stats(ops: list[Operation], state: FinalState) -> dict:
 
 def _adjust_movements(state: FinalState) -> dict[int, Movement]:
     return {int(m.cause[len(ADJUST_CAUSE):]): m for m in state.ledger if m.cause.startswith(ADJUST_CAUSE)}
-
-
-def _first_copies(feed: Iterable[Delivered]) -> list[Delivered]:
-    seen: set[str] = set()
-    kept = []
-    for message in feed:
-        if message.message_id not in seen:
-            seen.add(message.message_id)
-            kept.append(message)
-    return kept
 
 
 def _same_id_same_body(feed: list[Delivered]) -> list[str]:

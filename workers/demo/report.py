@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import statistics
 
-import pika
-
 from db.connection import connect
 from db.reconcile import run_checks
+from workers.runtime.amqp import queue_depth
 from workers.runtime.topology import dlq_name
 
 STATES = ("RESERVED", "REJECTED", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "EXPIRED")
@@ -49,7 +48,7 @@ def summarise(env, orders, catalogue, sent_at, world, *, publish_seconds: float)
         "orders_decided": sum(counts.values()),
         "final_states": {state: counts.get(state, 0) for state in STATES},
         "orders_in_final_state": len(world.final),
-        "dead_lettered": {q: _queue_depth(env.amqp_url, dlq_name(q)) for q in QUEUES},
+        "dead_lettered": {q: queue_depth(env.amqp_url, dlq_name(q)) for q in QUEUES},
         "oversold_skus": oversold,
         "duplicate_orders": duplicates,
         "skus_checked": len(implied),
@@ -93,11 +92,3 @@ def percentiles(values: list[float]) -> dict:
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1),
             "max": round(values[-1], 1)}
-
-
-def _queue_depth(amqp_url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()

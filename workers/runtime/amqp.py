@@ -1,5 +1,5 @@
 """pika connection set-up: parameters from the URL plus heartbeat, blocked-connection
-timeout and a connection name; and the exceptions that mean "reconnect"."""
+timeout and a connection name; the exceptions that mean "reconnect"; a queue's depth."""
 
 from __future__ import annotations
 
@@ -33,3 +33,12 @@ def parameters(settings: Settings, *, name: str) -> pika.URLParameters:
 
 def connect(settings: Settings, *, name: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(parameters(settings, name=name))
+
+
+def queue_depth(amqp_url: str, queue: str) -> int:
+    """Messages ready in ``queue`` (a passive declare on a short-lived connection)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()

@@ -178,9 +178,10 @@ class Processor:
         savepoint of its own (the culprit fails alone)."""
         try:
             with conn.transaction():
-                todo = self._lock_and_claim(UnitOfWork(conn), results)
+                uow = UnitOfWork(conn)
+                todo = self._lock_and_claim(uow, results)
                 outcomes = results[0].parsed.route.batch_handler(
-                    [(r.parsed.message, r.parsed.context) for r in todo], UnitOfWork(conn))
+                    [(r.parsed.message, r.parsed.context) for r in todo], uow)
                 for result, outcome in zip(todo, outcomes, strict=True):
                     result.outcome = outcome
             return True
