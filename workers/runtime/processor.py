@@ -1,5 +1,6 @@
 """The database side of a worker: take a batch of deliveries, run their handlers in one
-transaction (a savepoint each, so one failure spares the others), commit, then settle.
+transaction (set-based, or a savepoint each so one failure spares the others), commit,
+then settle.
 
 Order of events per batch: parse → lock every (tenant, SKU) of the batch in one sorted
 pass → inbox claim → handler(s) → commit → for failures publish the retry or DLQ copy
@@ -264,9 +265,11 @@ class Processor:
 
 
 def _batchable(results: list[Result]) -> bool:
-    """Several messages of one route that has a batch handler (and no lock query)."""
+    """Messages of one route that has a batch handler (and no lock query). A lone message
+    qualifies too: five round trips instead of the savepoint path's eight, which
+    matters at low load, when most batches hold one or two messages."""
     route = results[0].parsed.route
-    return (len(results) > 1 and route.batch_handler is not None and route.lock_query is None
+    return (route.batch_handler is not None and route.lock_query is None
             and all(r.parsed.route is route for r in results))
 
 
