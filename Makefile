@@ -31,7 +31,7 @@ bench-relay: $(STAMP)  ## relay benchmark: change-to-partner latency at 500/s, d
 	$(BIN)/python bench/relay_bench.py $(BENCH_ARGS)
 
 schemas: $(STAMP)  ## regenerate schemas/json/*.schema.json and schemas/asyncapi.yaml from the models
-	$(BIN)/python -m schemas.export
+	$(BIN)/python -m conveyor.schemas.export
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 import pika
 import psycopg
 
-from db.connection import connect
-from db.migrate import ensure_partitions, migrate
-from db.stock import StockRepository
-from workers import devservices
-from workers.bootstrap import declare_topology
-from workers.config import load_settings
-from workers.processes import stop_all
+from conveyor.db.connection import connect
+from conveyor.db.migrate import ensure_partitions, migrate
+from conveyor.db.stock import StockRepository
+from conveyor import devservices
+from conveyor.workers.bootstrap import declare_topology
+from conveyor.workers.config import load_settings
+from conveyor.workers.runtime.processes import stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -138,7 +138,7 @@ def wait_decided(database_url: str, total: int, *, timeout: float = 600) -> floa
 
 def verify(database_url: str, total: int) -> list[str]:
     """Every order decided exactly once, no oversell, no drift; returns the problems found."""
-    from db.reconcile import run_checks
+    from conveyor.db.reconcile import run_checks
 
     problems = []
     with psycopg.connect(database_url) as conn:
@@ -155,6 +155,6 @@ def verify(database_url: str, total: int) -> list[str]:
 
 
 def percentiles(values: list[float]) -> dict:
-    from workers.demo.report import percentiles as demo_percentiles
+    from conveyor.workers.demo.report import percentiles as demo_percentiles
 
     return {k: v for k, v in demo_percentiles(values).items() if k != "max"}

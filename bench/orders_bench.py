@@ -24,9 +24,8 @@ import pika
 import psycopg
 
 from bench import harness
-from workers import devservices
-
-CONVEYOR = ["-m", "workers", "run", "orders"]
+from conveyor import devservices
+CONVEYOR = ["-m", "conveyor", "run", "orders"]
 REFERENCE = ["-m", "bench.reference_consumer"]
 
 

@@ -10,14 +10,14 @@ import uuid
 
 import pika
 
-from db.connection import connect
-from db.locks import lock_stock
-from db.uow import UnitOfWork
-from schemas.orders import OrderCreated
-from schemas.parsing import parse_message
-from workers.config import load_settings
-from workers.order_worker import handle_order_created, lock_pairs
-from workers.runtime.spec import HandlerContext
+from conveyor.db.connection import connect
+from conveyor.db.locks import lock_stock
+from conveyor.db.uow import UnitOfWork
+from conveyor.schemas.orders import OrderCreated
+from conveyor.schemas.parsing import parse_message
+from conveyor.workers.config import load_settings
+from conveyor.workers.handlers.orders import handle_order_created, lock_pairs
+from conveyor.workers.runtime.spec import HandlerContext
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ import psycopg
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from db.migrate import migrate  # noqa: E402
-from workers import devservices  # noqa: E402
-from workers.runtime import topology  # noqa: E402
-from workers.runtime.amqp import queue_depth  # noqa: E402
+from conveyor.db.migrate import migrate  # noqa: E402
+from conveyor import devservices  # noqa: E402
+from conveyor.workers.runtime import topology  # noqa: E402
+from conveyor.workers.runtime.amqp import queue_depth  # noqa: E402
 
 TENANT = "bench"
 
@@ -165,7 +165,7 @@ def _partner(amqp_url: str, queue: str, expect: int, timeout: float, sender) -> 
 def relay_process(database_url: str, amqp_url: str):
     env = {**os.environ, "CONVEYOR_DATABASE_URL": database_url, "CONVEYOR_AMQP_URL": amqp_url,
            "CONVEYOR_LOG_LEVEL": "WARNING", "CONVEYOR_LOG_FORMAT": "json"}
-    process = subprocess.Popen([sys.executable, "-m", "workers", "run", "relay"], env=env, cwd=ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "relay"], env=env, cwd=ROOT)
     try:
         yield process
     finally:

@@ -1,7 +1,7 @@
 """The DLQ console's audit trail: runs (replay, purge, import) and the messages each changed.
 
 Named, parameterised statements over ``dlq_audit_runs`` / ``dlq_audit_messages``
-(migration V004); driver errors leave as Conveyor's ``db.errors`` family.
+(migration V004); driver errors leave as Conveyor's ``conveyor.db.errors`` family.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from db.errors import translate
+from conveyor.db.errors import translate
 
 START_RUN = """
 INSERT INTO dlq_audit_runs (run_id, action, operator, queue, selection)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import psycopg
 
-from db.locks import sorted_keys
+from conveyor.db.locks import sorted_keys
 
 CLAIM = """
 INSERT INTO inbox (message_id, handler) VALUES (%s, %s)
@@ -18,7 +18,7 @@ INSERT INTO inbox (message_id, handler) SELECT unnest(%b::text[]), %s
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
 """
-# The same after taking the batch's stock locks in one sorted pass (db.locks): the CTE is
+# The same after taking the batch's stock locks in one sorted pass (conveyor.db.locks): the CTE is
 # computed once, before the first inbox row (it joins every row), and the aggregate runs
 # the locks in key order. One round trip instead of two.
 CLAIM_MANY_AFTER_LOCKING = """

@@ -8,7 +8,7 @@ element (≈2.6 ms for a batch's outbox rows, measured) and ``json.dumps`` walks
 Python. Values keep their exact form: ids and money as strings, timestamps in ISO 8601.
 The stock keys, which are joined to ``stock_levels``, travel as binary arrays: the planner
 sizes ``unnest`` of a parameter right (it takes ``jsonb_to_recordset`` for 100 rows), and
-with the sessions' ``random_page_cost`` (``db.connection``) it probes the primary key
+with the sessions' ``random_page_cost`` (``conveyor.db.connection``) it probes the primary key
 instead of hashing the whole table.
 The caller holds the stock locks of every (tenant, SKU) involved.
 """
@@ -23,8 +23,8 @@ from uuid import UUID
 import psycopg
 from pydantic import TypeAdapter
 
-from db.errors import IntegrityViolation
-from db.stock import StockLevel
+from conveyor.db.errors import IntegrityViolation
+from conveyor.db.stock import StockLevel
 
 CLAIM_AND_READ = """
 WITH new_tenants AS (

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from db.errors import MigrationError
+from conveyor.db.errors import MigrationError
 
 FILENAME = re.compile(r"^V(?P<version>\d+)__(?P<description>[A-Za-z0-9_]+)\.sql$")
 # Constant key for pg_advisory_xact_lock: "conveyor migrations".

@@ -1,6 +1,6 @@
 """Orders as operators and the state machine see them: one order shown whole, an order row
 locked and moved with its transition logged, the expirer's candidates. (New orders are
-written by ``db.intake``.)"""
+written by ``conveyor.db.intake``.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from uuid import UUID
 
 import psycopg
 
-from db.errors import IntegrityViolation
+from conveyor.db.errors import IntegrityViolation
 
 SHOW_ORDER = """
 SELECT o.order_id, o.tenant_id, o.customer_id, o.currency, o.total, o.status, o.status_reason,

@@ -1,7 +1,7 @@
 """The outbox: events written in the business transaction, published later by the relay.
 
 Two kinds of rows share it: order events (``Outbox.add``; the order intake writes its
-outcome events in ``db.intake``) and inventory changes (written by the
+outcome events in ``conveyor.db.intake``) and inventory changes (written by the
 ``stock_levels_changes_on_*`` triggers, V007). The relay claims pending rows in id order,
 publishes them and deletes them once the broker confirmed them.
 """

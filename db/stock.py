@@ -1,5 +1,5 @@
 """Stock levels: the level value, set on hand and show (the `stock` CLI). (The order intake
-reads and reserves them in ``db.intake``.)"""
+reads and reserves them in ``conveyor.db.intake``.)"""
 
 from __future__ import annotations
 

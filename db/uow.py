@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import psycopg
 
-from db.fulfilment import FulfilmentRepository
-from db.inbox import Inbox
-from db.intake import IntakeRepository
-from db.orders import OrderRepository, OrderStateRepository
-from db.outbox import Outbox
-from db.reservations import ReservationRepository
-from db.stock import StockRepository
+from conveyor.db.fulfilment import FulfilmentRepository
+from conveyor.db.inbox import Inbox
+from conveyor.db.intake import IntakeRepository
+from conveyor.db.orders import OrderRepository, OrderStateRepository
+from conveyor.db.outbox import Outbox
+from conveyor.db.reservations import ReservationRepository
+from conveyor.db.stock import StockRepository
 
 
 class UnitOfWork:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.types import (
+from conveyor.schemas.types import (
     MESSAGE_CONFIG, CurrencyCode, ExternalId, Money, Quantity, Sku, TenantId, Timestamp,
     UuidString,
 )

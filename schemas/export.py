@@ -1,9 +1,9 @@
-"""Contract documents generated from the message registry (``schemas.registry``): a JSON
+"""Contract documents generated from the message registry (``conveyor.schemas.registry``): a JSON
 Schema per model in ``schemas/json/`` and ``schemas/asyncapi.yaml`` (AsyncAPI 3.0:
 exchanges, routing keys, payloads). They are generated, never edited by hand:
 
-    python -m schemas.export           # (re)write them
-    python -m schemas.export --check   # exit 1 and list what differs from the models
+    python -m conveyor.schemas.export           # (re)write them
+    python -m conveyor.schemas.export --check   # exit 1 and list what differs from the models
 
 ``tests/unit/test_schema_contract.py`` fails when the committed files drift from the models.
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from schemas.registry import MESSAGES, MessageSpec
+from conveyor.schemas.registry import MESSAGES, MessageSpec
 
 HERE = Path(__file__).resolve().parent
 JSON_DIR = "json"
 ASYNCAPI_FILE = "asyncapi.yaml"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CONTRACT_VERSION = "1.0.0"
-GENERATED = "Generated from schemas/registry.py by `python -m schemas.export`; do not edit."
+GENERATED = "Generated from schemas/registry.py by `python -m conveyor.schemas.export`; do not edit."
 AMQP_BINDING_VERSION = "0.3.0"
 ROUTING_KEY_PARAMETERS = {
     "tenant": "The tenant id as one routing-key word: letters, digits, '_' and '-' as they are, "
@@ -217,7 +217,7 @@ def write(directory: Path = HERE) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m schemas.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m conveyor.schemas.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed files differ")
     args = parser.parse_args(argv)
     if args.check:

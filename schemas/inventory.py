@@ -16,7 +16,7 @@ import hashlib
 
 from pydantic import BaseModel, Field
 
-from schemas.types import MESSAGE_CONFIG, Reason, Sku, TenantId, Timestamp
+from conveyor.schemas.types import MESSAGE_CONFIG, Reason, Sku, TenantId, Timestamp
 
 EXCHANGE = "inventory"
 MESSAGE_TYPE = "stock.changed"

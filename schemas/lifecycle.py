@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from schemas.types import MESSAGE_CONFIG, CurrencyCode, ExternalId, Money, Reason, Timestamp, UuidString
+from conveyor.schemas.types import MESSAGE_CONFIG, CurrencyCode, ExternalId, Money, Reason, Timestamp, UuidString
 
 OrderStatus = Literal["RESERVED", "REJECTED", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "EXPIRED"]
 

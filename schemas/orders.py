@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from schemas.types import (
+from conveyor.schemas.types import (
     MESSAGE_CONFIG, CurrencyCode, ExternalId, Money, Quantity, Sku, TenantId, Timestamp,
     UuidString,
 )

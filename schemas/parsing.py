@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.errors import InvalidMessage
+from conveyor.schemas.errors import InvalidMessage
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -10,9 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from schemas import events, inventory, lifecycle, orders
-
-
+from conveyor.schemas import events, inventory, lifecycle, orders
 @dataclass(frozen=True)
 class MessageSpec:
     exchange: str

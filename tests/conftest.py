@@ -9,9 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers import devservices
-
-
+from conveyor import devservices
 @pytest.fixture(scope="session")
 def services(pytestconfig: pytest.Config) -> Iterator[devservices.Services]:
     capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
@@ -39,7 +37,7 @@ def admin_database_url(services: devservices.Services) -> str:
 @pytest.fixture(scope="session")
 def migrated_template(services: devservices.Services) -> Iterator[str]:
     """Name of a migrated database, sealed against connections so it can be cloned."""
-    from db.migrate import migrate
+    from conveyor.db.migrate import migrate
 
     with devservices.fresh_database(services, prefix="conveyor_template") as url:
         migrate(url)

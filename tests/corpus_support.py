@@ -27,9 +27,9 @@ WORKER_OF_QUEUE = {"conveyor.orders": "orders", "conveyor.payments": "payments",
 def seed_world(database_url: str, cases: list[Case]) -> None:
     """Stock for the corpus's SKUs, each seeded order in its state, pre-processed message ids.
     The seeding's own events are removed from the outbox: only the cases' events go out."""
-    from db.connection import connect
-    from db.stock import StockRepository
-    from db.uow import UnitOfWork
+    from conveyor.db.connection import connect
+    from conveyor.db.stock import StockRepository
+    from conveyor.db.uow import UnitOfWork
 
     with connect(database_url) as conn:
         with conn.transaction():
@@ -51,11 +51,11 @@ def seed_world(database_url: str, cases: list[Case]) -> None:
 
 def _seed_order(uow, order_id: str, state: str) -> None:
     """Bring a new order to ``state`` through the real handlers, as messages would."""
-    from schemas.lifecycle import CancelOrder, PaymentAuthorized, ShipmentDelivered, ShipmentDispatched
-    from schemas.orders import OrderCreated
-    from workers import order_worker, payment_worker, shipping_worker, transitions
-    from workers.lifecycle import Event
-    from workers.runtime.spec import HandlerContext
+    from conveyor.schemas.lifecycle import CancelOrder, PaymentAuthorized, ShipmentDelivered, ShipmentDispatched
+    from conveyor.schemas.orders import OrderCreated
+    from conveyor.workers.handlers import orders as order_worker, payments as payment_worker, shipping as shipping_worker, transitions
+    from conveyor.workers.domain.lifecycle import Event
+    from conveyor.workers.runtime.spec import HandlerContext
 
     def ctx(step: str) -> HandlerContext:
         return HandlerContext(message_id=f"seed-{step}-{order_id}", routing_key=step, attempt=1,

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 import pika
 from pika.spec import BasicProperties
 
-from db.errors import TransientDatabaseError
-from schemas.errors import InvalidMessage
+from conveyor.db.errors import TransientDatabaseError
+from conveyor.schemas.errors import InvalidMessage
 from support import ROOT
-from workers.dlq.letters import DeadLetter
-from workers.runtime.envelope import Delivery, Failure, failure_properties
+from conveyor.workers.dlq.letters import DeadLetter
+from conveyor.workers.runtime.envelope import Delivery, Failure, failure_properties
 
 QUEUE, DLQ = "conveyor.orders", "conveyor.orders.dlq"
 OPERATOR = "ops-alice"
@@ -39,7 +39,7 @@ class Result:
 
 def dlq(settings, *args: str, stdin: str = "", operator: str = OPERATOR) -> Result:
     """`conveyor dlq ARGS...` in this process (fast), with the test's database and vhost."""
-    from workers.cli import main
+    from conveyor.workers.cli import main
 
     env = {"CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": settings.amqp_url,
            "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "WARNING", "CONVEYOR_OPERATOR": operator}
@@ -56,7 +56,7 @@ def dlq_process(settings, *args: str, operator: str = OPERATOR) -> subprocess.Po
     """`conveyor dlq ARGS...` as a real process (for SIGKILL)."""
     env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": settings.amqp_url,
            "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_OPERATOR": operator}
-    return subprocess.Popen([sys.executable, "-m", "workers", "dlq", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "conveyor", "dlq", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -147,7 +147,7 @@ def hold_stock_lock(database_url: str, sku: str, tenant: str = "default"):
     """Another transaction sits on the SKU's advisory lock: the worker's lock times out (55P03)."""
     import psycopg
 
-    from db.locks import stock_lock_key
+    from conveyor.db.locks import stock_lock_key
 
     conn = psycopg.connect(database_url)
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (stock_lock_key(tenant, sku),))

@@ -76,7 +76,7 @@ def stock_of(database_url: str, sku: str) -> tuple[int, int]:
 
 
 def reconcile(database_url: str) -> dict[str, list]:
-    from db.reconcile import run_checks
+    from conveyor.db.reconcile import run_checks
 
     with psycopg.connect(database_url) as conn:
         return {name: rows for name, rows in run_checks(conn).items() if rows}

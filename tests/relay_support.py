@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pika
 import psycopg
 
-from workers.config import Settings
+from conveyor.workers.config import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,7 @@ class Received:
 def partner_queue(amqp_url: str, *, binding: str = "#") -> Iterator[str]:
     """A partner's durable queue bound to ``inventory``; yields its name, deletes it after.
     Holds no connection in between, so it outlives a broker restart."""
-    from workers.runtime import topology
+    from conveyor.workers.runtime import topology
 
     name = f"test-partner-{uuid.uuid4().hex[:8]}"
     with _channel(amqp_url) as channel:
@@ -160,7 +160,7 @@ def current_versions(database_url: str) -> dict[tuple[str, str], int]:
 @contextmanager
 def running_relay(settings: Settings, **options) -> Iterator[object]:
     """An ``OutboxRelay`` on a thread until the block ends; re-raises what killed it."""
-    from workers.relay import OutboxRelay
+    from conveyor.workers.services.relay import OutboxRelay
 
     stop = threading.Event()
     relay = OutboxRelay(settings, stop=stop, **options)
@@ -202,9 +202,9 @@ def holder_pid(holder: str) -> int:
 
 
 def _main(options: dict) -> None:
-    from workers.config import load_settings
-    from workers.logging import configure
-    from workers.relay import OutboxRelay
+    from conveyor.workers.config import load_settings
+    from conveyor.workers.logging import configure
+    from conveyor.workers.services.relay import OutboxRelay
 
     settings = load_settings()
     configure(log_format=settings.log_format, level=settings.log_level)

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 import pika
 import psycopg
 
-from workers.config import Settings, load_settings
-from workers.runtime.amqp import queue_depth  # noqa: F401 - the tests import it from here
+from conveyor.workers.config import Settings, load_settings
+from conveyor.workers.runtime.amqp import queue_depth  # noqa: F401 - the tests import it from here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,13 +39,13 @@ def order_body(*items: tuple[str, int], order_id: str | None = None, tenant_id: 
 
 
 def run_order(database_url: str, body: dict, *, message_id: str | None = None) -> str:
-    from db.connection import connect
-    from db.locks import lock_stock
-    from db.uow import UnitOfWork
-    from schemas.orders import OrderCreated
-    from schemas.parsing import parse_message
-    from workers.order_worker import handle_order_created, lock_pairs
-    from workers.runtime.spec import HandlerContext
+    from conveyor.db.connection import connect
+    from conveyor.db.locks import lock_stock
+    from conveyor.db.uow import UnitOfWork
+    from conveyor.schemas.orders import OrderCreated
+    from conveyor.schemas.parsing import parse_message
+    from conveyor.workers.handlers.orders import handle_order_created, lock_pairs
+    from conveyor.workers.runtime.spec import HandlerContext
 
     message = parse_message(json.dumps(body).encode(), OrderCreated, max_bytes=1 << 20)
     ctx = HandlerContext(message_id=message_id or str(uuid.uuid4()), routing_key="order.created",
@@ -134,7 +134,7 @@ def scalar(database_url: str, query: str, params: tuple = ()) -> object:
 
 
 def set_stock(database_url: str, sku: str, on_hand: int, *, tenant: str = "default") -> None:
-    from db.stock import StockRepository
+    from conveyor.db.stock import StockRepository
 
     with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
         StockRepository(conn).set_on_hand(tenant, sku, on_hand)
@@ -150,7 +150,7 @@ def settings_for(database_url: str, amqp_url: str, **overrides) -> Settings:
 @contextmanager
 def running_workers(settings: Settings, names: list[str], *, specs=()) -> Iterator[object]:
     """Run workers in this process (threads) until the block ends; yields the supervisor."""
-    from workers.bootstrap import build_supervisor
+    from conveyor.workers.bootstrap import build_supervisor
 
     supervisor = build_supervisor(names, settings)
     for spec in specs:
@@ -172,7 +172,7 @@ def worker_process(settings: Settings, *names: str, log_path: str | None = None)
            "CONVEYOR_AMQP_URL": settings.amqp_url, "CONVEYOR_LOG_FORMAT": "json",
            "CONVEYOR_LOG_LEVEL": "INFO", "CONVEYOR_RETRY_DELAYS": "1"}
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "workers", "run", *names], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "conveyor", "run", *names], env=env, cwd=ROOT,
                             stdout=out, stderr=out)
 
 
@@ -184,7 +184,7 @@ def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: 
 
 def declare_topology(settings: Settings) -> None:
     """What `conveyor topology declare` does, for tests that publish before a worker starts."""
-    from workers.bootstrap import declare_topology as declare
+    from conveyor.workers.bootstrap import declare_topology as declare
 
     declare(settings)
 
@@ -235,7 +235,7 @@ class RecordingConsumer:
 
 def created_delivery(tag: int, body: dict, *, redelivered: bool = False):
     """An ``order.created`` delivery as the consumer hands it to the processor."""
-    from workers.runtime.envelope import Delivery
+    from conveyor.workers.runtime.envelope import Delivery
 
     properties = pika.BasicProperties(message_id=f"created-{body['order_id']}", content_type="application/json",
                                       type="order.created")
@@ -246,8 +246,8 @@ def order_processor(database_url: str):
     """The order worker's processor on a database, with no broker behind it (RecordingConsumer)."""
     import queue
 
-    from workers.order_worker import SPEC
-    from workers.runtime.processor import Processor
+    from conveyor.workers.handlers.orders import SPEC
+    from conveyor.workers.runtime.processor import Processor
 
     return Processor(SPEC, settings_for(database_url, "amqp://unused/"), inbound=queue.Queue(),
                      consumer=RecordingConsumer(), stop=threading.Event())

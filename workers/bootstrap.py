@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from workers import order_worker, payment_worker, shipping_worker
-from workers.config import Settings
-from workers.expirer import Expirer
-from workers.relay import OutboxRelay
-from workers.runtime.spec import WorkerSpec
-from workers.runtime.supervisor import Supervisor
-from db.connection import make_pool
+from conveyor.workers.handlers import orders as order_worker, payments as payment_worker, shipping as shipping_worker
+from conveyor.workers.config import Settings
+from conveyor.workers.services.expirer import Expirer
+from conveyor.workers.services.relay import OutboxRelay
+from conveyor.workers.runtime.spec import WorkerSpec
+from conveyor.workers.runtime.supervisor import Supervisor
+from conveyor.db.connection import make_pool
 
 WORKERS: dict[str, WorkerSpec] = {
     spec.name: spec for spec in (order_worker.SPEC, payment_worker.SPEC, shipping_worker.SPEC)}
@@ -18,7 +18,7 @@ ALL = tuple(WORKERS) + SERVICES
 
 def declare_topology(settings: Settings) -> None:
     """Declare every exchange and every worker's queues (what workers also do at start)."""
-    from workers.runtime import amqp, topology
+    from conveyor.workers.runtime import amqp, topology
 
     connection = amqp.connect(settings, name="declare")
     try:

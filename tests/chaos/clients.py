@@ -280,7 +280,7 @@ class Clerk(threading.Thread):
         op = self.history.invoke("clerk", "stock.set", sku=sku, on_hand=target)
         env = {**os.environ, "CONVEYOR_DATABASE_URL": self.database_url, "CONVEYOR_LOG_FORMAT": "json"}
         try:
-            done = subprocess.run([sys.executable, "-m", "workers", "stock", "set", sku, str(target), "--json"],
+            done = subprocess.run([sys.executable, "-m", "conveyor", "stock", "set", sku, str(target), "--json"],
                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         except subprocess.TimeoutExpired:
             self.history.complete(op, "info", error="timeout")

@@ -1,6 +1,6 @@
-"""The system under test: a PostgreSQL and a RabbitMQ of our own (``workers.devservices``,
+"""The system under test: a PostgreSQL and a RabbitMQ of our own (``conveyor.devservices``,
 so they may be crashed and restarted: never the machine's servers), a TCP proxy in front of
-each, and the worker processes (``python -m workers run ...``), which reach the servers
+each, and the worker processes (``python -m conveyor run ...``), which reach the servers
 only through the proxies. The harness itself (the workload, the checker) talks to the
 servers directly, like the shop and the operators would.
 
@@ -27,7 +27,7 @@ import psycopg
 
 from chaos.history import History
 from tcp_proxy import TcpProxy
-from workers.devservices import RestartablePostgres, RestartableRabbitMQ, database_url_for
+from conveyor.devservices import RestartablePostgres, RestartableRabbitMQ, database_url_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATABASE = "conveyor"
@@ -148,7 +148,7 @@ class Cluster:
         with open(proc.log_path, "ab") as log:
             log.write(f"--- start {proc.starts + 1} at {self.history.elapsed():.2f}s\n".encode())
             log.flush()
-            proc.popen = subprocess.Popen([sys.executable, "-m", "workers", "run", *proc.workers], cwd=ROOT,
+            proc.popen = subprocess.Popen([sys.executable, "-m", "conveyor", "run", *proc.workers], cwd=ROOT,
                                           env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                           preexec_fn=_die_with_parent)
         proc.starts += 1

@@ -13,9 +13,9 @@ import pika
 from chaos.checker import DeadLetter, Delivered, FinalState, Movement
 from chaos.clients import INVENTORY_PARTNER, ORDER_EVENTS_PARTNER, SHOP_QUEUE, Shop
 from chaos.cluster import Cluster
-from db.reconcile import run_checks
-from workers.bootstrap import WORKERS
-from workers.runtime.topology import dlq_name, retry_queue_name
+from conveyor.db.reconcile import run_checks
+from conveyor.workers.bootstrap import WORKERS
+from conveyor.workers.runtime.topology import dlq_name, retry_queue_name
 
 
 def work_queues(retry_delays: tuple[int, ...]) -> list[str]:

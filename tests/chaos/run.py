@@ -164,9 +164,9 @@ def _write_json(path: str, data) -> None:
 
 def _prepare(cluster: Cluster, catalogue: Catalogue) -> None:
     """Schema, topology (as the workers will declare it), the partners' queues, the stock."""
-    from db.migrate import migrate
-    from workers.bootstrap import declare_topology
-    from workers.config import Settings
+    from conveyor.db.migrate import migrate
+    from conveyor.workers.bootstrap import declare_topology
+    from conveyor.workers.config import Settings
 
     migrate(cluster.database_url)
     declare_topology(Settings(amqp_url=cluster.amqp_url, retry_delays=RETRY_DELAYS, delivery_limit=DELIVERY_LIMIT))

@@ -24,8 +24,7 @@ from corpus_support import (Outcome, RawHeaderProperties, expected_dead_letters,
                             publish_cases, seed_world)
 from support import (event_tap, order_body, publish_orders, queue_depth, running_workers, scalar, set_stock,
                      settings_for, take_all, wait_until)
-from workers import devservices
-
+from conveyor import devservices
 WORKERS = ["orders", "payments", "shipments", "relay", "expirer"]
 ALL = CASES + CONTROLS
 
@@ -168,7 +167,7 @@ def test_every_dead_letter_belongs_to_a_case(corpus: Run) -> None:
 
 
 def test_stock_reservations_and_ledger_still_reconcile(corpus: Run) -> None:
-    from db.reconcile import run_checks
+    from conveyor.db.reconcile import run_checks
 
     with psycopg.connect(corpus.database_url) as conn:
         assert {name: rows for name, rows in run_checks(conn).items() if rows} == {}

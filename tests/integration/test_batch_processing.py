@@ -8,9 +8,9 @@ import random
 
 import psycopg
 
-from db.connection import connect
-from db.locks import stock_lock_key
-from db.uow import UnitOfWork
+from conveyor.db.connection import connect
+from conveyor.db.locks import stock_lock_key
+from conveyor.db.uow import UnitOfWork
 from support import created_delivery, order_body, order_processor, scalar, set_stock
 
 
@@ -26,8 +26,7 @@ def levels(database_url: str) -> dict[str, tuple[int, int]]:
 
 
 def test_a_batch_decides_exactly_as_one_message_at_a_time(database_url, services, migrated_template):
-    from workers import devservices
-
+    from conveyor import devservices
     # Given scarce stock and 60 orders competing for it (some ask twice for the same SKU,
     # some for a SKU nobody stocks), and a second database with the same stock
     rng = random.Random(7)

@@ -16,7 +16,7 @@ from support import ROOT, order_body, publish_orders, running_workers, settings_
 def conveyor(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url,
            "CONVEYOR_AMQP_URL": settings.amqp_url, "CONVEYOR_LOG_FORMAT": "json"}
-    return subprocess.run([sys.executable, "-m", "workers", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "conveyor", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -110,7 +110,7 @@ def test_health_reports_an_unreachable_broker_with_exit_3(database_url):
 def test_a_bad_setting_stops_start_up_with_one_line(database_url):
     env = {**os.environ, "CONVEYOR_DATABASE_URL": database_url, "CONVEYOR_PREFETCH": "lots"}
 
-    result = subprocess.run([sys.executable, "-m", "workers", "run", "orders"], env=env, cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "conveyor", "run", "orders"], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=30)
 
     assert result.returncode == 2

@@ -11,9 +11,7 @@ import pika
 import psycopg
 import pytest
 
-from workers import devservices
-
-
+from conveyor import devservices
 def database_names(admin_url: str) -> set[str]:
     with psycopg.connect(admin_url) as conn:
         return {name for (name,) in conn.execute("SELECT datname FROM pg_database")}
@@ -112,7 +110,7 @@ def test_a_database_cloned_from_a_sealed_template_has_its_rows_and_lives_on_its_
 
 
 def test_the_database_url_fixture_is_a_migrated_clone_of_its_own(request, services):
-    pytest.importorskip("db.migrate")
+    pytest.importorskip("conveyor.db.migrate")
     template = request.getfixturevalue("migrated_template")
     url = request.getfixturevalue("database_url")
     assert devservices.database_name(url) != template

@@ -13,7 +13,7 @@ import pytest
 from dlq_support import DLQ, conveyor_headers, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq
 from support import (declare_topology, order_body, publish, publish_orders, queue_depth, running_workers,
                      scalar, set_stock, settings_for, wait_until)
-from workers.dlq.reader import DlqSession
+from conveyor.workers.dlq.reader import DlqSession
 
 NOW = datetime.now(timezone.utc)
 EMPTY_ITEMS = {"order_id": "6f1c0c5e-8d1e-4a53-9a55-0e7f2d0b9a11", "customer_id": "c", "currency": "EUR",

@@ -13,7 +13,7 @@ import pytest
 
 from dlq_support import (DLQ, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq, raised,
                          schema_violation)
-from schemas.errors import InvalidMessage
+from conveyor.schemas.errors import InvalidMessage
 from support import declare_topology, order_body, queue_depth, settings_for
 
 

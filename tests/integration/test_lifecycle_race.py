@@ -9,15 +9,15 @@ import uuid
 
 import psycopg
 
-from db.connection import connect, make_pool
-from db.locks import lock_stock
-from db.uow import UnitOfWork
+from conveyor.db.connection import connect, make_pool
+from conveyor.db.locks import lock_stock
+from conveyor.db.uow import UnitOfWork
 from lifecycle_support import reconcile
-from schemas.lifecycle import PaymentAuthorized
+from conveyor.schemas.lifecycle import PaymentAuthorized
 from support import order_body, run_order, set_stock, settings_for
-from workers import payment_worker
-from workers.expirer import Expirer
-from workers.runtime.spec import HandlerContext
+from conveyor.workers.handlers import payments as payment_worker
+from conveyor.workers.services.expirer import Expirer
+from conveyor.workers.runtime.spec import HandlerContext
 
 
 def ctx() -> HandlerContext:

@@ -9,11 +9,10 @@ import threading
 import psycopg
 import pytest
 
-from db.errors import MigrationError
-from db.migrate import default_directory, discover, ensure_partitions, migrate, status
-from workers import cli, devservices
-
-
+from conveyor.db.errors import MigrationError
+from conveyor.db.migrate import default_directory, discover, ensure_partitions, migrate, status
+from conveyor.workers import cli
+from conveyor import devservices
 @pytest.fixture
 def empty_database(services):
     with devservices.fresh_database(services, prefix="conveyor_mig") as url:
@@ -71,7 +70,7 @@ def test_the_cli_exits_non_zero_with_one_clear_line_on_an_edited_file(
     first = sorted(migrations_copy.glob("V001__*.sql"))[0]
     first.write_text(first.read_text() + "\n-- edited\n")
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", empty_database)
-    monkeypatch.setattr("db.migrate.default_directory", lambda: migrations_copy)
+    monkeypatch.setattr("conveyor.db.migrate.default_directory", lambda: migrations_copy)
 
     code = cli.main(["db", "migrate"])
 

@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from db.locks import stock_lock_key
+from conveyor.db.locks import stock_lock_key
 from support import (event_tap, order_body, publish, publish_orders, queue_depth, running_workers,
                      scalar, set_stock, settings_for, take_all, wait_until)
 

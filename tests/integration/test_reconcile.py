@@ -7,9 +7,7 @@ import json
 import psycopg
 
 from support import order_body, run_order, set_stock
-from workers import cli
-
-
+from conveyor.workers import cli
 def reconcile_json(database_url: str, monkeypatch, capsys) -> tuple[int, dict]:
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", database_url)
     code = cli.main(["reconcile", "--json"])

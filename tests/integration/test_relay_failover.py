@@ -15,7 +15,7 @@ from relay_support import (assert_contiguous_in_order, change_stock, collect, cu
                            holder_pid, lease_holder, partner_queue, pending, relay_process,
                            running_relay, seed_skus)
 from support import event_tap, settings_for, stop_process, wait_until
-from workers.devservices import RestartableRabbitMQ
+from conveyor.devservices import RestartableRabbitMQ
 
 pytestmark = pytest.mark.slow
 

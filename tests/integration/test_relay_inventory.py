@@ -15,13 +15,13 @@ import pika
 import psycopg
 import pytest
 
-from db.outbox import Outbox
+from conveyor.db.outbox import Outbox
 from relay_support import (assert_contiguous_in_order, change_stock, collect, current_versions,
                            pending, running_relay, seed_skus)
-from schemas.inventory import StockChanged, routing_key
-from schemas.parsing import parse_message
+from conveyor.schemas.inventory import StockChanged, routing_key
+from conveyor.schemas.parsing import parse_message
 from support import ROOT, event_tap, settings_for, wait_until
-from workers.runtime import topology
+from conveyor.workers.runtime import topology
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_relay_status_reports_pending_rows_and_the_active_relay(settings):
 
 def _status(settings) -> tuple[int, dict]:
     env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": settings.amqp_url}
-    done = subprocess.run([sys.executable, "-m", "workers", "relay", "status", "--json"], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "conveyor", "relay", "status", "--json"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, json.loads(done.stdout)

@@ -10,7 +10,7 @@ import pika
 import psycopg
 import pytest
 
-from workers.devservices import RestartablePostgres, RestartableRabbitMQ
+from conveyor.devservices import RestartablePostgres, RestartableRabbitMQ
 
 pytestmark = pytest.mark.slow
 

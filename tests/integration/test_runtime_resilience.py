@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from schemas.types import MESSAGE_CONFIG
+from conveyor.schemas.types import MESSAGE_CONFIG
 from support import publish, queue_depth, running_workers, scalar, settings_for, wait_until
 from tcp_proxy import TcpProxy
-from workers.runtime.spec import Route, WorkerSpec
+from conveyor.workers.runtime.spec import Route, WorkerSpec
 
 QUEUE = "conveyor.test-pings"
 pytestmark = pytest.mark.slow

@@ -23,8 +23,8 @@ from lifecycle_support import authorized, created, delivered, dispatched, send, 
 from security_support import login_role, schema_snapshot, url_as
 from support import (ROOT, consumers_on, event_tap, order_body, publish, queue_depth, run_order, running_workers, scalar,
                      set_stock, settings_for, stop_process, take_all, wait_until)
-from workers import cli, devservices
-
+from conveyor.workers import cli
+from conveyor import devservices
 ALL_WORKERS = ["orders", "payments", "shipments", "relay", "expirer"]
 DENIED = "42501"  # insufficient_privilege
 
@@ -327,7 +327,7 @@ def test_worker_logs_hold_no_database_password_and_no_customer_id(database_url, 
     env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": fresh_amqp_url,
            "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "DEBUG", "CONVEYOR_RETRY_DELAYS": "1"}
     with open(log_path, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "workers", "run", "orders", "relay"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "orders", "relay"], env=env,
                                    cwd=ROOT, stdout=out, stderr=out)
     try:
         wait_until(lambda: consumers_on(fresh_amqp_url, "conveyor.orders") == 1, timeout=30,
@@ -361,7 +361,7 @@ def test_connection_errors_in_logs_hold_no_password(fresh_amqp_url, tmp_path):
            "CONVEYOR_AMQP_URL": fresh_amqp_url, "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "DEBUG"}
     log_path = tmp_path / "unreachable.log"
     with open(log_path, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "workers", "run", "orders", "relay"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "orders", "relay"], env=env,
                                    cwd=ROOT, stdout=out, stderr=out)
     try:
         # When they keep failing to connect for a while

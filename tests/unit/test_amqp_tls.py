@@ -8,8 +8,8 @@ import ssl
 from pathlib import Path
 from urllib.parse import quote
 
-from workers.config import Settings
-from workers.runtime import amqp
+from conveyor.workers.config import Settings
+from conveyor.workers.runtime import amqp
 
 # A throwaway self-signed CA certificate (public part only), to load as a private CA.
 TEST_CA = """-----BEGIN CERTIFICATE-----

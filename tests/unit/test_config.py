@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.cli import EXIT_USAGE, main
-from workers.config import ConfigError, Settings, load_settings
+from conveyor.workers.cli import EXIT_USAGE, main
+from conveyor.workers.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_load_without_any_environment() -> None:

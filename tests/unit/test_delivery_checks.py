@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pika.spec import BasicProperties
 
-from schemas.errors import InvalidMessage
-from schemas.orders import OrderCreated
-from workers.config import Settings
-from workers.order_worker import SPEC
-from workers.runtime.envelope import H_ATTEMPTS, H_ORIGINAL_EXCHANGE, H_ORIGINAL_ROUTING_KEY, Delivery
-from workers.runtime.messages import parse_delivery
+from conveyor.schemas.errors import InvalidMessage
+from conveyor.schemas.orders import OrderCreated
+from conveyor.workers.config import Settings
+from conveyor.workers.handlers.orders import SPEC
+from conveyor.workers.runtime.envelope import H_ATTEMPTS, H_ORIGINAL_EXCHANGE, H_ORIGINAL_ROUTING_KEY, Delivery
+from conveyor.workers.runtime.messages import parse_delivery
 
 ORDER = {
     "order_id": "3f1c6a52-6a0e-4a4f-8d8f-1c1e8a3a9b10",

@@ -6,9 +6,9 @@ import pytest
 
 from dlq_support import dlq
 from support import settings_for
-from workers.cli import build_parser
-from workers.dlq.audit import current_operator
-from workers.dlq.reader import resolve_dlq
+from conveyor.workers.cli import build_parser
+from conveyor.workers.dlq.audit import current_operator
+from conveyor.workers.dlq.reader import resolve_dlq
 
 # Nothing listens here: these commands must fail before connecting.
 NOWHERE = settings_for("postgresql://nobody@127.0.0.1:9/none", "amqp://guest:guest@127.0.0.1:9/%2F")

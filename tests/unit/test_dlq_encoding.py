@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pika.spec import BasicProperties
 
-from workers.dlq.encoding import BadRecord, encode_body, from_line, properties_to_dict, to_line
+from conveyor.workers.dlq.encoding import BadRecord, encode_body, from_line, properties_to_dict, to_line
 
 PROPERTIES = BasicProperties(
     message_id="m-1", content_type="application/json", type="order.created", delivery_mode=2, priority=3,

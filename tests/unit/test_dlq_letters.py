@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pika.spec import BasicProperties
 
 from dlq_support import dead_letter_properties, lock_timeout
-from workers.dlq.letters import letter_key, order_id_of, read_letter
+from conveyor.workers.dlq.letters import letter_key, order_id_of, read_letter
 
 WHEN = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
 

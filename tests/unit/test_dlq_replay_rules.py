@@ -9,8 +9,8 @@ import pytest
 from pika.spec import BasicProperties
 
 from dlq_support import dead_letter_properties, lock_timeout, make_letter, schema_violation
-from workers.dlq.letters import read_letter
-from workers.dlq.replay import Pacer, parse_rate, plan_item, replay_properties, target_for
+from conveyor.workers.dlq.letters import read_letter
+from conveyor.workers.dlq.replay import Pacer, parse_rate, plan_item, replay_properties, target_for
 
 WHEN = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
 

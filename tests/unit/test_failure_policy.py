@@ -6,9 +6,9 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from db.errors import IntegrityViolation, TransientDatabaseError, translate
-from schemas.errors import InvalidMessage
-from workers.runtime.failure import (
+from conveyor.db.errors import IntegrityViolation, TransientDatabaseError, translate
+from conveyor.schemas.errors import InvalidMessage
+from conveyor.workers.runtime.failure import (
     Action,
     ErrorKind,
     PermanentError,

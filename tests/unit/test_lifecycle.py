@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from workers.lifecycle import FINAL, MOVES, Event, Kind, Status, Stock, step
+from conveyor.workers.domain.lifecycle import FINAL, MOVES, Event, Kind, Status, Stock, step
 
 S, E = Status, Event
 

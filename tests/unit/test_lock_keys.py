@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from db.locks import sorted_keys, stock_lock_key
+from conveyor.db.locks import sorted_keys, stock_lock_key
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from workers.logging import REDACTED_KEYS, configure, get_logger, redact_url
+from conveyor.workers.logging import REDACTED_KEYS, configure, get_logger, redact_url
 
 SECRET = "s3cr3t-pa55"
 

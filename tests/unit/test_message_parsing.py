@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.errors import InvalidMessage
-from schemas.orders import OrderCreated
-from schemas.parsing import parse_message
+from conveyor.schemas.errors import InvalidMessage
+from conveyor.schemas.orders import OrderCreated
+from conveyor.schemas.parsing import parse_message
 
 MAX_BYTES = 64 * 1024
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None,
@@ -398,7 +398,7 @@ def _get(document: Any, path: tuple) -> Any:
 def test_the_quick_control_character_check_never_misses_one(value, key, ascii_only, indent):
     # The fast path (one search of the text when there are no escapes) must never say "none"
     # when the walk over the parsed document would find one: in keys, values, nested lists.
-    from schemas.parsing import _control_characters_possible, _refuse_control_characters
+    from conveyor.schemas.parsing import _control_characters_possible, _refuse_control_characters
 
     body = json.dumps({key: [value, {"x": value}]}, ensure_ascii=ascii_only, indent=indent).encode()
     try:

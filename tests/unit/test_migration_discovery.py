@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from db.errors import MigrationError
-from db.migrate import discover
+from conveyor.db.errors import MigrationError
+from conveyor.db.migrate import discover
 
 
 def write(directory: Path, name: str, sql: str = "SELECT 1;\n") -> Path:

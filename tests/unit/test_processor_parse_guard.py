@@ -12,11 +12,11 @@ import pytest
 from pika.spec import BasicProperties
 
 from support import RecordingConsumer
-from workers.config import Settings
-from workers.order_worker import SPEC
-from workers.runtime import processor as processor_module
-from workers.runtime.envelope import H_ERROR_CLASS, Delivery
-from workers.runtime.processor import Processor
+from conveyor.workers.config import Settings
+from conveyor.workers.handlers.orders import SPEC
+from conveyor.workers.runtime import processor as processor_module
+from conveyor.workers.runtime.envelope import H_ERROR_CLASS, Delivery
+from conveyor.workers.runtime.processor import Processor
 
 
 def delivery(tag: int) -> Delivery:
@@ -27,7 +27,7 @@ def delivery(tag: int) -> Delivery:
 
 def test_an_unexpected_error_while_parsing_is_settled_as_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a parser with a bug that blows up on one delivery and refuses the other
-    from schemas.errors import InvalidMessage
+    from conveyor.schemas.errors import InvalidMessage
 
     def parse(delivery, spec, *, settings):
         if delivery.delivery_tag == 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.relay.ordering import Cooldown, publish_in_order, waves
+from conveyor.workers.services.relay.ordering import Cooldown, publish_in_order, waves
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from db.stock import StockLevel
-from workers.reservation import LineRejection, LineRequest, decide, quantities_per_sku
+from conveyor.db.stock import StockLevel
+from conveyor.workers.domain.reservation import LineRejection, LineRequest, decide, quantities_per_sku
 
 
 def stock(**levels: tuple[int, int]) -> dict[str, StockLevel]:

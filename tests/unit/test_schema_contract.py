@@ -1,13 +1,13 @@
 """The contract documents in schemas/ (JSON Schema per model, AsyncAPI) are generated from
-the models; this fails when they drift apart. Fix: `python -m schemas.export` (make schemas)."""
+the models; this fails when they drift apart. Fix: `python -m conveyor.schemas.export` (make schemas)."""
 
 from __future__ import annotations
 
 import json
 
-from schemas import export
-from schemas.inventory import StockChanged, routing_key, routing_word
-from schemas.registry import MESSAGES
+from conveyor.schemas import export
+from conveyor.schemas.inventory import StockChanged, routing_key, routing_word
+from conveyor.schemas.registry import MESSAGES
 
 
 def test_the_committed_contract_documents_match_the_models():
@@ -16,7 +16,7 @@ def test_the_committed_contract_documents_match_the_models():
 
     # Then the committed files say exactly the same
     assert problems == [], (
-        "schemas/ is out of date with the models: run `python -m schemas.export` and commit the result\n"
+        "schemas/ is out of date with the models: run `python -m conveyor.schemas.export` and commit the result\n"
         + "\n".join(problems))
 
 

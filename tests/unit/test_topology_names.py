@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.runtime.topology import (
+from conveyor.workers.runtime.topology import (
     dlq_name, retry_queue_arguments, retry_queue_name, work_queue_arguments,
 )
 

@@ -19,11 +19,11 @@ from contextlib import ExitStack
 
 import pika
 
-from workers.demo import report
-from workers.demo.environment import DemoEnvironment
-from workers.demo.progress import Progress
-from workers.demo.providers import Behaviour, World
-from workers.demo.shop import make_catalogue, make_order, order_total, publish_orders
+from conveyor.workers.demo import report
+from conveyor.workers.demo.environment import DemoEnvironment
+from conveyor.workers.demo.progress import Progress
+from conveyor.workers.demo.providers import Behaviour, World
+from conveyor.workers.demo.shop import make_catalogue, make_order, order_total, publish_orders
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

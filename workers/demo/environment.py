@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import pika
 
-from db.connection import connect
-from db.migrate import ensure_partitions, migrate
-from db.stock import StockRepository
-from workers import devservices
-from workers.bootstrap import declare_topology
-from workers.config import load_settings
-from workers.processes import stop_all
+from conveyor.db.connection import connect
+from conveyor.db.migrate import ensure_partitions, migrate
+from conveyor.db.stock import StockRepository
+from conveyor import devservices
+from conveyor.workers.bootstrap import declare_topology
+from conveyor.workers.config import load_settings
+from conveyor.workers.runtime.processes import stop_all
 
 
 @dataclass
@@ -63,7 +63,7 @@ class DemoEnvironment:
         for index, command in enumerate(commands):
             log = open(os.path.join(self.log_dir, f"{'-'.join(command[1:])}-{index}.log"), "wb")
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "workers", *command], env=env, stdout=log, stderr=log))
+                [sys.executable, "-m", "conveyor", *command], env=env, stdout=log, stderr=log))
         self._wait_for_consumers("conveyor.orders", processes)
         self.workers_started_at = time.monotonic()
         _say(f"started {processes} order worker process(es) and one for payments, shipments, "

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import statistics
 
-from db.connection import connect
-from db.reconcile import run_checks
-from workers.runtime.amqp import queue_depth
-from workers.runtime.topology import dlq_name
+from conveyor.db.connection import connect
+from conveyor.db.reconcile import run_checks
+from conveyor.workers.runtime.amqp import queue_depth
+from conveyor.workers.runtime.topology import dlq_name
 
 STATES = ("RESERVED", "REJECTED", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "EXPIRED")
 COUNTS = "SELECT status, count(*) FROM orders GROUP BY status"

@@ -8,6 +8,6 @@ One job per module:
 - ``reader``: the broker side, a locked, order-preserving look at a DLQ (nothing consumed);
 - ``replay``, ``purge``, ``transfer`` (export/import): the state-changing commands;
 - ``lookup``: what the database knows about a letter's message and order;
-- ``audit``: who did what, recorded through ``db.audit``;
+- ``audit``: who did what, recorded through ``conveyor.db.audit``;
 - ``render``: tables and text; ``cli``: argument parsing and output only.
 """

@@ -2,7 +2,7 @@
 
 A run is written before the command changes anything (so a killed run still shows who
 started it and what it asked for), one row follows each confirmed change, and the run
-is closed with its counts and outcome. Persistence is ``db.audit``.
+is closed with its counts and outcome. Persistence is ``conveyor.db.audit``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from db.audit import AuditLog
-from workers.dlq.fingerprint import fingerprint
-from workers.dlq.letters import DeadLetter
+from conveyor.db.audit import AuditLog
+from conveyor.workers.dlq.fingerprint import fingerprint
+from conveyor.workers.dlq.letters import DeadLetter
 
 OPERATOR_VARIABLE = "CONVEYOR_OPERATOR"
 OPERATOR_MAX = 128

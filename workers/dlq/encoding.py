@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from pika.spec import BasicProperties
 
-from workers.dlq.letters import parse_stamp
+from conveyor.workers.dlq.letters import parse_stamp
 
 FORMAT = "conveyor-dlq-export/1"
 PROPERTY_NAMES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",

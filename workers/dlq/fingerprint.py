@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from workers.dlq.letters import DeadLetter
+from conveyor.workers.dlq.letters import DeadLetter
 
 FINGERPRINT_LENGTH = 12
 MESSAGE_KEEP = 200

@@ -1,7 +1,7 @@
 """What a dead letter says about itself: its ids, where it came from, why and when it failed.
 
 Pure: built from the AMQP properties and the body. Conveyor's ``x-conveyor-*`` failure
-headers (``workers.runtime.envelope``) come first. A message the broker dead-lettered by
+headers (``conveyor.workers.runtime.envelope``) come first. A message the broker dead-lettered by
 itself (a quorum queue's delivery limit, after crash loops) carries only ``x-death``,
 which is read as the fallback. Also here: the replay headers and a letter's identity.
 """
@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from workers.runtime import envelope as h
+from conveyor.workers.runtime import envelope as h
 
 H_REPLAYED_AT = "x-conveyor-replayed-at"
 H_REPLAYED_BY = "x-conveyor-replayed-by"

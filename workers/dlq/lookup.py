@@ -13,12 +13,12 @@ from uuid import UUID
 
 import psycopg
 
-from db.audit import AuditLog
-from db.connection import connect
-from db.inbox import Inbox
-from db.orders import OrderRepository
-from workers.config import Settings
-from workers.dlq.reader import DlqSession, Held
+from conveyor.db.audit import AuditLog
+from conveyor.db.connection import connect
+from conveyor.db.inbox import Inbox
+from conveyor.db.orders import OrderRepository
+from conveyor.workers.config import Settings
+from conveyor.workers.dlq.reader import DlqSession, Held
 
 
 @dataclass(frozen=True)

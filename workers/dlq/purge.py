@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from db.connection import connect
-from workers.config import Settings
-from workers.dlq.audit import AuditTrail
-from workers.dlq.fingerprint import Group, group_letters
-from workers.dlq.letters import DeadLetter, letter_key
-from workers.dlq.reader import DlqSession
-from workers.dlq.selection import Selection
+from conveyor.db.connection import connect
+from conveyor.workers.config import Settings
+from conveyor.workers.dlq.audit import AuditTrail
+from conveyor.workers.dlq.fingerprint import Group, group_letters
+from conveyor.workers.dlq.letters import DeadLetter, letter_key
+from conveyor.workers.dlq.reader import DlqSession
+from conveyor.workers.dlq.selection import Selection
 
 
 @dataclass

@@ -29,11 +29,11 @@ import pika
 import pika.exceptions
 from pika.spec import BasicProperties
 
-from workers.config import Settings
-from workers.dlq.letters import DeadLetter, read_letter
-from workers.runtime import amqp, topology
+from conveyor.workers.config import Settings
+from conveyor.workers.dlq.letters import DeadLetter, read_letter
+from conveyor.workers.runtime import amqp, topology
 
-DLQ_ARGUMENTS = {"x-queue-type": "quorum"}   # as workers.runtime.topology.declare_worker declares it
+DLQ_ARGUMENTS = {"x-queue-type": "quorum"}   # as conveyor.workers.runtime.topology.declare_worker declares it
 MAX_PREFETCH = 65_535                        # AMQP's prefetch-count is 16 bits; 0 means unlimited
 ARRIVAL_MARGIN = 1_000                       # room for messages arriving during a session (canary)
 

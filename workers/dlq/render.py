@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from workers.dlq.fingerprint import Group, fingerprint
-from workers.dlq.letters import DeadLetter
+from conveyor.workers.dlq.fingerprint import Group, fingerprint
+from conveyor.workers.dlq.letters import DeadLetter
 
 LETTER_HEADERS = ("MESSAGE ID", "ORDER ID", "ROUTING KEY", "ERROR CLASS", "REASON", "ATTEMPTS", "FAILED AT")
 GROUP_HEADERS = ("FINGERPRINT", "COUNT", "FIRST SEEN", "LAST SEEN", "ERROR CLASS", "WHERE", "MESSAGE")

@@ -22,15 +22,15 @@ from datetime import datetime, timezone
 
 from pika.spec import BasicProperties
 
-from db.connection import connect
-from db.inbox import Inbox
-from workers.config import Settings
-from workers.dlq.audit import AuditTrail
-from workers.dlq.letters import (H_REPLAY_ID, H_REPLAYED_AT, H_REPLAYED_BY, PREVIOUS_PREFIX,
+from conveyor.db.connection import connect
+from conveyor.db.inbox import Inbox
+from conveyor.workers.config import Settings
+from conveyor.workers.dlq.audit import AuditTrail
+from conveyor.workers.dlq.letters import (H_REPLAY_ID, H_REPLAYED_AT, H_REPLAYED_BY, PREVIOUS_PREFIX,
                                  DeadLetter)
-from workers.dlq.reader import DlqSession, Held, PublishRefused
-from workers.dlq.selection import Selection
-from workers.runtime import envelope as h
+from conveyor.workers.dlq.reader import DlqSession, Held, PublishRefused
+from conveyor.workers.dlq.selection import Selection
+from conveyor.workers.runtime import envelope as h
 
 # Failure headers that describe the last failure: kept under x-conveyor-previous-*.
 FAILURE_HEADERS = (h.H_ATTEMPTS, h.H_FIRST_FAILURE, h.H_LAST_FAILURE, h.H_ERROR_CLASS, h.H_ERROR_CODE,

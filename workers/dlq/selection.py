@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from workers.dlq.fingerprint import matches_fingerprint
-from workers.dlq.letters import DeadLetter
+from conveyor.workers.dlq.fingerprint import matches_fingerprint
+from conveyor.workers.dlq.letters import DeadLetter
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from workers.config import Settings
-from workers.dlq.letters import DeadLetter
-from workers.dlq.reader import DlqBusy, DlqNotFound, DlqSession
-from workers.runtime.topology import dlq_name
+from conveyor.workers.config import Settings
+from conveyor.workers.dlq.letters import DeadLetter
+from conveyor.workers.dlq.reader import DlqBusy, DlqNotFound, DlqSession
+from conveyor.workers.runtime.topology import dlq_name
 
 
 def summarise(letters: Iterable[DeadLetter]) -> dict:

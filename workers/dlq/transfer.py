@@ -17,13 +17,13 @@ from pathlib import Path
 
 from pika.spec import BasicProperties
 
-from db.connection import connect
-from workers.config import Settings
-from workers.dlq.audit import AuditTrail
-from workers.dlq.encoding import BadRecord, from_line, to_line
-from workers.dlq.letters import H_IMPORTED_AT, H_IMPORTED_BY, letter_key, read_letter
-from workers.dlq.reader import DlqSession, PublishRefused
-from workers.dlq.selection import Selection
+from conveyor.db.connection import connect
+from conveyor.workers.config import Settings
+from conveyor.workers.dlq.audit import AuditTrail
+from conveyor.workers.dlq.encoding import BadRecord, from_line, to_line
+from conveyor.workers.dlq.letters import H_IMPORTED_AT, H_IMPORTED_BY, letter_key, read_letter
+from conveyor.workers.dlq.reader import DlqSession, PublishRefused
+from conveyor.workers.dlq.selection import Selection
 
 
 @dataclass(frozen=True)

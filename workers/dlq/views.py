@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from workers.dlq.encoding import encode_body, properties_to_dict
-from workers.dlq.fingerprint import fingerprint
-from workers.dlq.lookup import Found, pretty_body
-from workers.dlq.render import fmt_time, jsonable, letter_json, shorten, table
+from conveyor.workers.dlq.encoding import encode_body, properties_to_dict
+from conveyor.workers.dlq.fingerprint import fingerprint
+from conveyor.workers.dlq.lookup import Found, pretty_body
+from conveyor.workers.dlq.render import fmt_time, jsonable, letter_json, shorten, table
 
 
 def show_json(dlq: str, found: Found, knows: dict) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pika
 import pika.exceptions
 
-from workers.config import Settings
+from conveyor.workers.config import Settings
 
 # Everything that means the connection or channel is gone and a new one is needed.
 CONNECTION_ERRORS = (

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import pika.exceptions
 from pika.spec import BasicProperties
 
-from workers.config import Settings
-from workers.logging import get_logger
-from workers.runtime import amqp, topology
-from workers.runtime.envelope import Delivery
-from workers.runtime.spec import WorkerSpec
+from conveyor.workers.config import Settings
+from conveyor.workers.logging import get_logger
+from conveyor.workers.runtime import amqp, topology
+from conveyor.workers.runtime.envelope import Delivery
+from conveyor.workers.runtime.spec import WorkerSpec
 
 log = get_logger("conveyor.consumer")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from db.errors import is_integrity_violation, is_transient
-from schemas.errors import InvalidMessage
+from conveyor.db.errors import is_integrity_violation, is_transient
+from conveyor.schemas.errors import InvalidMessage
 
 
 class ErrorKind(enum.Enum):

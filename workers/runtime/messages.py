@@ -9,11 +9,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.errors import InvalidMessage
-from schemas.parsing import parse_message
-from workers.config import Settings
-from workers.runtime.envelope import Delivery
-from workers.runtime.spec import HandlerContext, Route, WorkerSpec
+from conveyor.schemas.errors import InvalidMessage
+from conveyor.schemas.parsing import parse_message
+from conveyor.workers.config import Settings
+from conveyor.workers.runtime.envelope import Delivery
+from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
 
 _C0_CONTROL = re.compile(r"[\x00-\x1f]")
 

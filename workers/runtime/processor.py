@@ -21,18 +21,18 @@ import psycopg
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
                       wait_random_exponential)
 
-from db.connection import DedicatedConnection
-from db.errors import is_transient, translate
-from db.locks import lock_stock
-from db.uow import UnitOfWork
-from schemas.errors import InvalidMessage
-from workers.config import Settings
-from workers.logging import get_logger
-from workers.runtime import failure, topology
-from workers.runtime.consumer import Consumer, Settlement
-from workers.runtime.envelope import Delivery, Failure, failure_properties
-from workers.runtime.messages import ParsedMessage, parse_delivery
-from workers.runtime.spec import WorkerSpec
+from conveyor.db.connection import DedicatedConnection
+from conveyor.db.errors import is_transient, translate
+from conveyor.db.locks import lock_stock
+from conveyor.db.uow import UnitOfWork
+from conveyor.schemas.errors import InvalidMessage
+from conveyor.workers.config import Settings
+from conveyor.workers.logging import get_logger
+from conveyor.workers.runtime import failure, topology
+from conveyor.workers.runtime.consumer import Consumer, Settlement
+from conveyor.workers.runtime.envelope import Delivery, Failure, failure_properties
+from conveyor.workers.runtime.messages import ParsedMessage, parse_delivery
+from conveyor.workers.runtime.spec import WorkerSpec
 
 log = get_logger("conveyor.processor")
 

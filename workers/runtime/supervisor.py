@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 
-from workers.config import Settings
-from workers.logging import get_logger
-from workers.runtime.consumer import Consumer
-from workers.runtime.processor import Processor
-from workers.runtime.spec import WorkerSpec
+from conveyor.workers.config import Settings
+from conveyor.workers.logging import get_logger
+from conveyor.workers.runtime.consumer import Consumer
+from conveyor.workers.runtime.processor import Processor
+from conveyor.workers.runtime.spec import WorkerSpec
 
 log = get_logger("conveyor.supervisor")
 

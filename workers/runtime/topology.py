@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from workers.runtime.spec import WorkerSpec
+from conveyor.workers.runtime.spec import WorkerSpec
 
 INBOUND_EXCHANGES = ("orders", "payments", "shipments")
 OUTBOUND_EXCHANGES = ("order-events", "inventory")

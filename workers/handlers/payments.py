@@ -3,13 +3,13 @@ must match its total), ``payment.failed`` cancels it and releases its stock."""
 
 from __future__ import annotations
 
-from db.uow import UnitOfWork
-from schemas.lifecycle import PaymentAuthorized, PaymentFailed
-from workers import transitions
-from workers.lifecycle import Event, Kind, Status, step
-from workers.runtime.failure import PermanentError
-from workers.runtime.spec import HandlerContext, Route, WorkerSpec
-from workers.transitions import Details
+from conveyor.db.uow import UnitOfWork
+from conveyor.schemas.lifecycle import PaymentAuthorized, PaymentFailed
+from conveyor.workers.handlers import transitions
+from conveyor.workers.domain.lifecycle import Event, Kind, Status, step
+from conveyor.workers.runtime.failure import PermanentError
+from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
+from conveyor.workers.handlers.transitions import Details
 
 
 def handle_authorized(message: PaymentAuthorized, uow: UnitOfWork, ctx: HandlerContext) -> str:

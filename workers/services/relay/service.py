@@ -8,7 +8,7 @@ its confirm, in the transaction that claimed it, so a crash in between republish
 with the same ``message_id`` (at least once).
 
 Several relays may run; one publishes. Each publishing transaction starts by renewing the
-lease (``db.relay_lease``), whose row lock it holds until it commits, so the others stay
+lease (``conveyor.db.relay_lease``), whose row lock it holds until it commits, so the others stay
 standbys until the lease runs out. Within a batch, rows sharing an ordering key (a SKU,
 an order) go out in id order, one confirm round per row of a key (``ordering``).
 """
@@ -25,15 +25,15 @@ from collections.abc import Callable
 
 import psycopg
 
-from db.connection import connect
-from db.outbox import Outbox, OutboxRow
-from db.relay_lease import RelayLease
-from workers.config import Settings
-from workers.logging import get_logger
-from workers.relay.ordering import BatchResult, Cooldown, publish_in_order
-from workers.relay.publisher import ConfirmingPublisher
-from workers.runtime import amqp, topology
-from workers.runtime.consumer import reconnect_delay
+from conveyor.db.connection import connect
+from conveyor.db.outbox import Outbox, OutboxRow
+from conveyor.db.relay_lease import RelayLease
+from conveyor.workers.config import Settings
+from conveyor.workers.logging import get_logger
+from conveyor.workers.services.relay.ordering import BatchResult, Cooldown, publish_in_order
+from conveyor.workers.services.relay.publisher import ConfirmingPublisher
+from conveyor.workers.runtime import amqp, topology
+from conveyor.workers.runtime.consumer import reconnect_delay
 
 log = get_logger("conveyor.relay")
 
@@ -61,7 +61,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         # Publishing a batch stops after batch_timeout; PostgreSQL ends a transaction idle
-        # for three times that, which frees the lease row for a standby (see db.relay_lease).
+        # for three times that, which frees the lease row for a standby (see conveyor.db.relay_lease).
         self.batch_timeout = batch_timeout
         # 1: strict order per key even when the broker refuses a message; more is faster
         # for a hot SKU but gives that up (see ordering). max_waves bounds a batch's length.

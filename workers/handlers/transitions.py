@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from uuid import UUID
 
-from db.orders import LockedOrder
-from db.uow import UnitOfWork
-from schemas.lifecycle import OrderStatusChanged, RequestRefused
-from workers import lifecycle
-from workers.lifecycle import Kind, Status, Stock
-from workers.runtime.failure import PermanentError, RetryableError
+from conveyor.db.orders import LockedOrder
+from conveyor.db.uow import UnitOfWork
+from conveyor.schemas.lifecycle import OrderStatusChanged, RequestRefused
+from conveyor.workers.domain import lifecycle
+from conveyor.workers.domain.lifecycle import Kind, Status, Stock
+from conveyor.workers.runtime.failure import PermanentError, RetryableError
 
 EVENTS_EXCHANGE = "order-events"
 

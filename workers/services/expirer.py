@@ -9,14 +9,14 @@ import threading
 
 from psycopg_pool import ConnectionPool
 
-from db.errors import is_transient
-from db.locks import lock_stock
-from db.uow import UnitOfWork
-from workers import transitions
-from workers.config import Settings
-from workers.lifecycle import Event
-from workers.logging import get_logger
-from workers.transitions import Details
+from conveyor.db.errors import is_transient
+from conveyor.db.locks import lock_stock
+from conveyor.db.uow import UnitOfWork
+from conveyor.workers.handlers import transitions
+from conveyor.workers.config import Settings
+from conveyor.workers.domain.lifecycle import Event
+from conveyor.workers.logging import get_logger
+from conveyor.workers.handlers.transitions import Details
 
 log = get_logger("conveyor.expirer")
 

@@ -1,15 +1,15 @@
-"""What each ``conveyor`` sub-command does (the parser lives in ``workers.cli``)."""
+"""What each ``conveyor`` sub-command does (the parser lives in ``conveyor.workers.cli``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from workers.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, command, emit
+from conveyor.workers.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, command, emit
 
 
 @command("db migrate")
 def db_migrate(args: argparse.Namespace) -> int:
-    from db.migrate import ensure_partitions, migrate
+    from conveyor.db.migrate import ensure_partitions, migrate
 
     applied = migrate(args.settings.database_url)
     partitions = ensure_partitions(args.settings.database_url)
@@ -20,7 +20,7 @@ def db_migrate(args: argparse.Namespace) -> int:
 
 @command("db status")
 def db_status(args: argparse.Namespace) -> int:
-    from db.migrate import status
+    from conveyor.db.migrate import status
 
     states = status(args.settings.database_url)
     rows = [{"version": s.migration.version, "file": s.migration.filename, "status": s.status,
@@ -33,7 +33,7 @@ def db_status(args: argparse.Namespace) -> int:
 
 @command("db partitions")
 def db_partitions(args: argparse.Namespace) -> int:
-    from db.migrate import ensure_partitions
+    from conveyor.db.migrate import ensure_partitions
 
     created = ensure_partitions(args.settings.database_url, months_ahead=args.months)
     emit(args, {"created": created}, "\n".join(f"created {p}" for p in created) or "partitions exist")
@@ -42,7 +42,7 @@ def db_partitions(args: argparse.Namespace) -> int:
 
 @command("topology declare")
 def topology_declare(args: argparse.Namespace) -> int:
-    from workers.bootstrap import WORKERS, declare_topology
+    from conveyor.workers.bootstrap import WORKERS, declare_topology
 
     declare_topology(args.settings)
     print(f"declared exchanges and queues for {', '.join(WORKERS)}")
@@ -51,8 +51,8 @@ def topology_declare(args: argparse.Namespace) -> int:
 
 @command("run")
 def run(args: argparse.Namespace) -> int:
-    from workers.bootstrap import check_names, run as run_workers
-    from workers.processes import run_copies
+    from conveyor.workers.bootstrap import check_names, run as run_workers
+    from conveyor.workers.runtime.processes import run_copies
 
     if args.processes > 1:
         check_names(args.workers)
@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
 @command("stock set")
 def stock_set(args: argparse.Namespace) -> int:
-    from db.connection import connect
-    from db.stock import StockRepository
+    from conveyor.db.connection import connect
+    from conveyor.db.stock import StockRepository
 
     tenant = args.tenant or args.settings.default_tenant
     if args.quantity < 0:
@@ -77,8 +77,8 @@ def stock_set(args: argparse.Namespace) -> int:
 
 @command("stock show")
 def stock_show(args: argparse.Namespace) -> int:
-    from db.connection import connect
-    from db.stock import StockRepository
+    from conveyor.db.connection import connect
+    from conveyor.db.stock import StockRepository
 
     tenant = args.tenant or args.settings.default_tenant
     with connect(args.settings.database_url) as conn:
@@ -98,8 +98,8 @@ def _stock_text(s: dict) -> str:
 
 @command("order show")
 def order_show(args: argparse.Namespace) -> int:
-    from db.connection import connect
-    from db.orders import OrderRepository
+    from conveyor.db.connection import connect
+    from conveyor.db.orders import OrderRepository
 
     with connect(args.settings.database_url) as conn:
         order = OrderRepository(conn).show(args.order_id)
@@ -119,7 +119,7 @@ def order_show(args: argparse.Namespace) -> int:
 
 @command("health")
 def health(args: argparse.Namespace) -> int:
-    from workers.health import check
+    from conveyor.workers.cli.health import check
 
     results = check(args.settings, database=args.database or not args.broker,
                     broker=args.broker or not args.database)
@@ -131,15 +131,15 @@ def health(args: argparse.Namespace) -> int:
 
 @command("demo")
 def demo(args: argparse.Namespace) -> int:
-    from workers.demo import run_demo
+    from conveyor.workers.demo import run_demo
 
     return run_demo(args)
 
 
 @command("reconcile")
 def reconcile(args: argparse.Namespace) -> int:
-    from db.connection import connect
-    from db.reconcile import run_checks, totals
+    from conveyor.db.connection import connect
+    from conveyor.db.reconcile import run_checks, totals
 
     with connect(args.settings.database_url) as conn:
         drift = run_checks(conn, limit=args.limit)

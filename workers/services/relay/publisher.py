@@ -17,8 +17,8 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
-from db.outbox import OutboxRow
-from workers.relay.ordering import Outcome
+from conveyor.db.outbox import OutboxRow
+from conveyor.workers.services.relay.ordering import Outcome
 
 
 class ConfirmTimeout(pika.exceptions.AMQPChannelError):

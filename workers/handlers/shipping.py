@@ -3,12 +3,12 @@ on hand and reserved both go down), ``shipment.delivered`` completes it."""
 
 from __future__ import annotations
 
-from db.uow import UnitOfWork
-from schemas.lifecycle import ShipmentDelivered, ShipmentDispatched
-from workers import transitions
-from workers.lifecycle import Event
-from workers.runtime.spec import HandlerContext, Route, WorkerSpec
-from workers.transitions import Details
+from conveyor.db.uow import UnitOfWork
+from conveyor.schemas.lifecycle import ShipmentDelivered, ShipmentDispatched
+from conveyor.workers.handlers import transitions
+from conveyor.workers.domain.lifecycle import Event
+from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
+from conveyor.workers.handlers.transitions import Details
 
 
 def handle_dispatched(message: ShipmentDispatched, uow: UnitOfWork, ctx: HandlerContext) -> str:

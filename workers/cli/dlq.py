@@ -1,6 +1,6 @@
 """``conveyor dlq ...``: argument parsing and output only; the work is in the sibling modules.
 
-Registered through ``workers.cli.EXTENSIONS``. Exit codes as everywhere: 0 ok, 1 failed
+Registered through ``conveyor.workers.cli.EXTENSIONS``. Exit codes as everywhere: 0 ok, 1 failed
 (or found a problem: a canary stop, messages that failed again, a busy DLQ), 2 usage,
 3 database or broker unreachable, 4 not found (queue, message id, group, audit run).
 """
@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from uuid import UUID
 
-from workers.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, command, emit
+from conveyor.workers.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, command, emit
 
 PROGRESS_MIN = 100   # replays scanning fewer messages print no progress line (unless on a TTY)
 
@@ -160,18 +160,18 @@ def _arg(parse):
 
 
 def _parse_time(text: str) -> datetime:
-    from workers.dlq.selection import parse_time
+    from conveyor.workers.dlq.selection import parse_time
     return parse_time(text, now=datetime.now(timezone.utc))
 
 
 def _parse_duration(text: str) -> datetime:
     """--older-than 7d → the instant seven days ago."""
-    from workers.dlq.selection import parse_duration
+    from conveyor.workers.dlq.selection import parse_duration
     return datetime.now(timezone.utc) - parse_duration(text)
 
 
 def _parse_rate(text: str) -> float:
-    from workers.dlq.replay import parse_rate
+    from conveyor.workers.dlq.replay import parse_rate
     return parse_rate(text)
 
 
@@ -192,10 +192,10 @@ def _positive_or_zero(text: str) -> int:
 # -- shared helpers ----------------------------------------------------------------------------
 
 def dlq_errors(fn):
-    """The console's own failures as one line and an exit code (others go to workers.cli)."""
+    """The console's own failures as one line and an exit code (others go to conveyor.workers.cli)."""
     @functools.wraps(fn)
     def guarded(args: argparse.Namespace) -> int:
-        from workers.dlq.reader import DlqBusy, DlqNotFound, DlqUnsafe
+        from conveyor.workers.dlq.reader import DlqBusy, DlqNotFound, DlqUnsafe
         try:
             return fn(args)
         except (DlqNotFound, FileNotFoundError) as error:
@@ -215,13 +215,13 @@ def _fail(args: argparse.Namespace, kind: str, text: str, code: int) -> int:
 
 
 def _dlq(args: argparse.Namespace, name: str | None = None) -> str:
-    from workers.bootstrap import WORKERS
-    from workers.dlq.reader import resolve_dlq
+    from conveyor.workers.bootstrap import WORKERS
+    from conveyor.workers.dlq.reader import resolve_dlq
     return resolve_dlq(name or args.queue, {n: spec.queue for n, spec in WORKERS.items()})
 
 
 def _selection(args: argparse.Namespace):
-    from workers.dlq.selection import Selection
+    from conveyor.workers.dlq.selection import Selection
     return Selection(
         message_ids=frozenset(getattr(args, "ids", None) or ()), group=getattr(args, "group", None),
         everything=getattr(args, "everything", False), older_than=getattr(args, "older_than", None),
@@ -231,7 +231,7 @@ def _selection(args: argparse.Namespace):
 
 
 def _operator() -> str:
-    from workers.dlq.audit import current_operator
+    from conveyor.workers.dlq.audit import current_operator
     return current_operator()
 
 
@@ -240,9 +240,9 @@ def _operator() -> str:
 @command("dlq stats")
 @dlq_errors
 def dlq_stats(args: argparse.Namespace) -> int:
-    from workers.bootstrap import WORKERS
-    from workers.dlq.render import fmt_time, jsonable, table
-    from workers.dlq.stats import queue_stats
+    from conveyor.workers.bootstrap import WORKERS
+    from conveyor.workers.dlq.render import fmt_time, jsonable, table
+    from conveyor.workers.dlq.stats import queue_stats
 
     queues = [q.removesuffix(".dlq") for q in args.queues] or [s.queue for s in WORKERS.values()]
     rows = [queue_stats(args.settings, queue) for queue in queues]
@@ -257,8 +257,8 @@ def dlq_stats(args: argparse.Namespace) -> int:
 @command("dlq list")
 @dlq_errors
 def dlq_list(args: argparse.Namespace) -> int:
-    from workers.dlq.reader import DlqSession
-    from workers.dlq.render import LETTER_HEADERS, letter_json, letter_row, table
+    from conveyor.workers.dlq.reader import DlqSession
+    from conveyor.workers.dlq.render import LETTER_HEADERS, letter_json, letter_row, table
 
     selection, dlq = _selection(args), _dlq(args)
     with DlqSession(args.settings, dlq) as session:
@@ -275,9 +275,9 @@ def dlq_list(args: argparse.Namespace) -> int:
 @command("dlq groups")
 @dlq_errors
 def dlq_groups(args: argparse.Namespace) -> int:
-    from workers.dlq.fingerprint import group_letters
-    from workers.dlq.reader import DlqSession
-    from workers.dlq.render import GROUP_HEADERS, group_json, group_row, table
+    from conveyor.workers.dlq.fingerprint import group_letters
+    from conveyor.workers.dlq.reader import DlqSession
+    from conveyor.workers.dlq.render import GROUP_HEADERS, group_json, group_row, table
 
     selection, dlq = _selection(args), _dlq(args)
     with DlqSession(args.settings, dlq) as session:
@@ -291,8 +291,8 @@ def dlq_groups(args: argparse.Namespace) -> int:
 @command("dlq show")
 @dlq_errors
 def dlq_show(args: argparse.Namespace) -> int:
-    from workers.dlq.lookup import find, what_conveyor_knows
-    from workers.dlq.views import show_json, show_text
+    from conveyor.workers.dlq.lookup import find, what_conveyor_knows
+    from conveyor.workers.dlq.views import show_json, show_text
 
     dlq = _dlq(args)
     found = find(args.settings, dlq, args.message_id)
@@ -310,7 +310,7 @@ def dlq_show(args: argparse.Namespace) -> int:
 @command("dlq replay")
 @dlq_errors
 def dlq_replay(args: argparse.Namespace) -> int:
-    from workers.dlq.replay import ReplayOptions, dry_run, run_replay
+    from conveyor.workers.dlq.replay import ReplayOptions, dry_run, run_replay
 
     dlq, selection = _dlq(args), _selection(args)
     if args.to_queue == dlq:
@@ -325,12 +325,12 @@ def dlq_replay(args: argparse.Namespace) -> int:
 
 
 def _progress(total: int):
-    from workers.demo.progress import Progress
+    from conveyor.workers.demo.progress import Progress
     return Progress("replay", total) if total >= PROGRESS_MIN or sys.stderr.isatty() else None
 
 
 def _print_dry_run(args, result, selection) -> int:
-    from workers.dlq.render import jsonable, shorten, table
+    from conveyor.workers.dlq.render import jsonable, shorten, table
 
     rows = [(p.message_id or "(none)", p.order_id or "-", p.error_class, p.verdict, shorten(p.detail, 90))
             for p in result.plan]
@@ -369,7 +369,7 @@ def _selection_exit(matched: int, missing_ids: list[str], selection) -> int:
 @command("dlq purge")
 @dlq_errors
 def dlq_purge(args: argparse.Namespace) -> int:
-    from workers.dlq.purge import plan_purge, run_purge
+    from conveyor.workers.dlq.purge import plan_purge, run_purge
 
     dlq, selection = _dlq(args), _selection(args)
     only_keys = None
@@ -387,7 +387,7 @@ def dlq_purge(args: argparse.Namespace) -> int:
 
 
 def _confirmed(plan) -> bool:
-    from workers.dlq.render import GROUP_HEADERS, group_row, table
+    from conveyor.workers.dlq.render import GROUP_HEADERS, group_row, table
 
     print(table(GROUP_HEADERS, [group_row(g) for g in plan.groups]), file=sys.stderr)
     print(f"Delete these {len(plan.letters)} message(s) from {plan.queue} for good? "
@@ -407,7 +407,7 @@ def _purge_declined(args, plan, selection) -> int:
 @command("dlq export")
 @dlq_errors
 def dlq_export(args: argparse.Namespace) -> int:
-    from workers.dlq.transfer import export
+    from conveyor.workers.dlq.transfer import export
 
     dlq = _dlq(args)
     written = export(args.settings, dlq, args.file, selection=_selection(args), overwrite=args.force)
@@ -419,7 +419,7 @@ def dlq_export(args: argparse.Namespace) -> int:
 @command("dlq import")
 @dlq_errors
 def dlq_import(args: argparse.Namespace) -> int:
-    from workers.dlq.transfer import read_export, run_import
+    from conveyor.workers.dlq.transfer import read_export, run_import
 
     records = read_export(args.file)
     into = _dlq(args, args.queue) if args.queue else None
@@ -437,10 +437,10 @@ def dlq_import(args: argparse.Namespace) -> int:
 @command("dlq audit")
 @dlq_errors
 def dlq_audit(args: argparse.Namespace) -> int:
-    from db.audit import AuditLog
-    from db.connection import connect
-    from workers.dlq.render import jsonable
-    from workers.dlq.views import audit_run_text, audit_runs_text
+    from conveyor.db.audit import AuditLog
+    from conveyor.db.connection import connect
+    from conveyor.workers.dlq.render import jsonable
+    from conveyor.workers.dlq.views import audit_run_text, audit_runs_text
 
     with connect(args.settings.database_url, application_name="conveyor-dlq") as conn:
         log = AuditLog(conn)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from workers.config import Settings
-from workers.logging import redact_url
+from conveyor.workers.config import Settings
+from conveyor.workers.logging import redact_url
 
 
 def check(settings: Settings, *, database: bool = True, broker: bool = True) -> dict[str, dict]:
@@ -24,14 +24,14 @@ def _probe(fn) -> dict:
 
 
 def _database(settings: Settings) -> None:
-    from db.connection import connect
+    from conveyor.db.connection import connect
 
     with connect(settings.database_url) as conn:
         conn.execute("SELECT 1")
 
 
 def _broker(settings: Settings) -> None:
-    from workers.runtime import amqp
+    from conveyor.workers.runtime import amqp
 
     connection = amqp.connect(settings, name="health")
     connection.close()

@@ -1,7 +1,7 @@
 """PostgreSQL and RabbitMQ for the demo, the benchmark and the test suite.
 
 This module owns *finding or starting* the two servers and *isolating* each user of
-them; it owns no schema (``db.migrate``) and no broker topology. Sources, in order:
+them; it owns no schema (``conveyor.db.migrate``) and no broker topology. Sources, in order:
 
 1. ``CONVEYOR_DATABASE_URL`` + ``CONVEYOR_AMQP_URL`` from the environment, used only if
    both answer a quick probe (2 s timeouts).

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from db.intake import Held, NewLine, NewOrder, OrderKey, OutboxEvent
-from db.stock import StockLevel
-from db.uow import UnitOfWork
-from schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
-from schemas.orders import OrderCreated
-from schemas.lifecycle import CancelOrder
-from workers import reservation, transitions
-from workers.lifecycle import Event
-from workers.transitions import Details
-from workers.runtime.spec import HandlerContext, Route, WorkerSpec
+from conveyor.db.intake import Held, NewLine, NewOrder, OrderKey, OutboxEvent
+from conveyor.db.stock import StockLevel
+from conveyor.db.uow import UnitOfWork
+from conveyor.schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
+from conveyor.schemas.orders import OrderCreated
+from conveyor.schemas.lifecycle import CancelOrder
+from conveyor.workers.domain import reservation
+from conveyor.workers.handlers import transitions
+from conveyor.workers.domain.lifecycle import Event
+from conveyor.workers.handlers.transitions import Details
+from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
 
 EVENTS_EXCHANGE = "order-events"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from db.stock import StockLevel
+from conveyor.db.stock import StockLevel
 
 
 @dataclass(frozen=True)

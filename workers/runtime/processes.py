@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from workers.logging import get_logger
+from conveyor.workers.logging import get_logger
 
 log = get_logger("conveyor.processes")
 
@@ -31,7 +31,7 @@ def stop_all(processes: list[subprocess.Popen], *, timeout: float = 30) -> None:
 
 
 def run_copies(workers: list[str], *, processes: int) -> int:
-    children = [subprocess.Popen([sys.executable, "-m", "workers", "run", *workers]) for _ in range(processes)]
+    children = [subprocess.Popen([sys.executable, "-m", "conveyor", "run", *workers]) for _ in range(processes)]
     stopping = False
 
     def forward(signum, _frame) -> None:

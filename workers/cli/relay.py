@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from workers.cli import EXIT_FAILED, EXIT_OK, command, emit
+from conveyor.workers.cli import EXIT_FAILED, EXIT_OK, command, emit
 
 
 def add_parsers(sub) -> None:
@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
 
 @command("relay status")
 def relay_status(args: argparse.Namespace) -> int:
-    from db.connection import connect
+    from conveyor.db.connection import connect
 
     with connect(args.settings.database_url) as conn:
         data = read_status(conn)
@@ -31,8 +31,8 @@ def relay_status(args: argparse.Namespace) -> int:
 
 
 def read_status(conn) -> dict:
-    from db.outbox import Outbox
-    from db.relay_lease import lease_state
+    from conveyor.db.outbox import Outbox
+    from conveyor.db.relay_lease import lease_state
 
     stats = Outbox(conn).stats()
     lease = lease_state(conn)

@@ -20,7 +20,7 @@ from uuid import UUID
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-EXTENSIONS: tuple[str, ...] = ("workers.relay.cli", "workers.dlq.cli")
+EXTENSIONS: tuple[str, ...] = ("conveyor.workers.cli.relay", "conveyor.workers.cli.dlq")
 
 
 def command(name: str):
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     topo_sub = topo.add_subparsers(dest="topology_command", required=True, metavar="ACTION")
     topo_sub.add_parser("declare", help="declare every exchange and queue (idempotent)")
 
-    from workers.bootstrap import ALL
+    from conveyor.workers.bootstrap import ALL
     p = sub.add_parser("run", help="run workers until SIGTERM/SIGINT",
                        description=f"Run workers in this process (default: all of {', '.join(ALL)}).")
     p.add_argument("workers", nargs="*", metavar="WORKER", help=f"one or more of: {', '.join(ALL)}")
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", action="store_true", help="check the broker")
     _json_flag(p)
 
-    from workers.demo import add_arguments as add_demo_arguments
+    from conveyor.workers.demo import add_arguments as add_demo_arguments
     p = sub.add_parser("demo", help="seed a catalogue, run the workers, simulate a shop, print a summary",
                        description="Runs the whole system against the configured (or discovered) "
                                    "PostgreSQL and RabbitMQ and prints what happened.")
@@ -108,8 +108,8 @@ def _tenant_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workers.config import ConfigError, load_settings
-    from workers.logging import configure
+    from conveyor.workers.config import ConfigError, load_settings
+    from conveyor.workers.logging import configure
 
     args = build_parser().parse_args(argv)
     try:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     configure(log_format=settings.log_format, level=settings.log_level)
     args.settings = settings
-    from workers import commands  # noqa: F401 - registers the command functions
+    from conveyor.workers.cli import commands  # noqa: F401 - registers the command functions
     for module in EXTENSIONS:
         importlib.import_module(module)
     key = " ".join(filter(None, [args.command, getattr(args, f"{args.command}_command", None)]))
@@ -135,8 +135,8 @@ def _report(error: Exception) -> int:
     import pika.exceptions
     import psycopg
 
-    from db.errors import MigrationError
-    from workers.logging import redact_url
+    from conveyor.db.errors import MigrationError
+    from conveyor.workers.logging import redact_url
 
     text = redact_url(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     if isinstance(error, MigrationError):
