@@ -42,4 +42,4 @@ bench: $(STAMP)  ## order-intake benchmark vs a plain reference consumer (takes 
 CHAOS_SECONDS ?= 600
 CHAOS_SEED    ?=
 chaos: $(STAMP)  ## chaos soak: workers under seeded faults, Jepsen-style checker (CHAOS_SECONDS=600 CHAOS_SEED=n)
-	cd tests && CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) ../$(BIN)/python -m chaos.run $(CHAOS_ARGS)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)

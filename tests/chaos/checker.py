@@ -35,8 +35,8 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from chaos.history import Operation, counts
-from relay_support import first_copies
+from tests.chaos.history import Operation, counts
+from tests.support.relay import first_copies
 
 FINAL = frozenset({"REJECTED", "CANCELLED", "EXPIRED", "DELIVERED"})
 LEGAL_MOVES = frozenset({

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import pika
 import psycopg
 
-from chaos.history import History
-from tcp_proxy import TcpProxy
+from tests.chaos.history import History
+from tests.support.tcp_proxy import TcpProxy
 from conveyor.devservices import RestartablePostgres, RestartableRabbitMQ, database_url_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

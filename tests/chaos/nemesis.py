@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chaos.cluster import RELAY_BACKENDS, RELAY_LISTENER, WORKER_BACKENDS, Cluster
+from tests.chaos.cluster import RELAY_BACKENDS, RELAY_LISTENER, WORKER_BACKENDS, Cluster
 
 # kind -> (hold range in seconds, what it does)
 FAULTS: dict[str, tuple[tuple[float, float], str]] = {

@@ -6,7 +6,7 @@ the plan: pay, dispatch, deliver, decline, cancel, abandon, pay twice, send dupl
 send things out of order or too late, or send an impossible fact. Message ids, payment ids
 and shipment ids are derived from the order id, so a reaction repeated after a lost
 confirm (or a redelivered event) is the *same* message, as a real at-least-once client
-would send it. The bodies come from ``tests/lifecycle_support.py``'s builders.
+would send it. The bodies come from ``tests/support/lifecycle.py``'s builders.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import lifecycle_support
 
 # plan -> weight. Most orders go the happy way; the rest exercise every other rule.
 PLANS: dict[str, float] = {

@@ -1,7 +1,7 @@
 """One chaos run, end to end: servers of our own, worker processes behind proxies, the
 seeded workload, the seeded faults, heal, drain, read, check.
 
-    python -m chaos.run --seconds 600 --seed 7      (from tests/, or ``make chaos``)
+    python -m tests.chaos.run --seconds 600 --seed 7      (from the repository root, or ``make chaos``)
 
 Exit 0 when every verdict is empty, 1 otherwise (the offending ids are printed). The run's
 directory keeps the history (``history.jsonl``), each process's log and ``report.json``;
@@ -20,12 +20,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from chaos import nemesis, observe
-from chaos.checker import FinalState, Verdict, check
-from chaos.clients import TENANT, OrderFeed, Workload, declare_partners
-from chaos.cluster import Cluster
-from chaos.history import History, operations
-from chaos.plans import Catalogue, make_catalogue
+from tests.chaos import nemesis, observe
+from tests.chaos.checker import FinalState, Verdict, check
+from tests.chaos.clients import TENANT, OrderFeed, Workload, declare_partners
+from tests.chaos.cluster import Cluster
+from tests.chaos.history import History, operations
+from tests.chaos.plans import Catalogue, make_catalogue
 
 # Five worker processes: two order workers, one for payments and shipments, two relays
 # (one leads, one stands by) each with an expirer.

@@ -5,7 +5,7 @@ memory alarm, all connections closed; the relays' LISTEN connections terminated,
 database restarted with an immediate stop; a partition of the database and a reset of
 every broker connection), then heal, drain and check every invariant.
 
-Seeded, so a failure can be replayed: ``cd tests && python -m chaos.run --seconds 40 --seed
+Seeded, so a failure can be replayed: ``python -m tests.chaos.run --seconds 40 --seed
 20261125 --rate 20 --kinds ...`` (the options below); ``make chaos`` runs the long soak.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.run import Options, run
+from tests.chaos.run import Options, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

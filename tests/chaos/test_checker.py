@@ -11,9 +11,9 @@ import dataclasses
 
 import pytest
 
-from chaos import nemesis
-from chaos.checker import DeadLetter, Delivered, FinalState, Movement, check
-from chaos.history import History, Operation, operations
+from tests.chaos import nemesis
+from tests.chaos.checker import DeadLetter, Delivered, FinalState, Movement, check
+from tests.chaos.history import History, Operation, operations
 
 ORDER = "11111111-1111-4111-8111-111111111111"
 INITIAL = {"A": 10}

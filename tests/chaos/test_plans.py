@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from chaos import plans
+from tests.chaos import plans
 
 
 def an_order(seed: int = 1) -> dict:

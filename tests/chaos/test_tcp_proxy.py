@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture

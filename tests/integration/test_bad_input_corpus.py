@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from corpus import CASES, CONTROLS, MAX_BYTES, Case, Dead, Done, NoOp, Unroutable
-from corpus.cases import header_field, valid
-from corpus_support import (Outcome, RawHeaderProperties, expected_dead_letters, expected_deliveries, fingerprints,
+from tests.corpus import CASES, CONTROLS, MAX_BYTES, Case, Dead, Done, NoOp, Unroutable
+from tests.corpus.cases import header_field, valid
+from tests.support.corpus import (Outcome, RawHeaderProperties, expected_dead_letters, expected_deliveries, fingerprints,
                             publish_cases, seed_world)
-from support import (event_tap, order_body, publish_orders, queue_depth, running_workers, scalar, set_stock,
+from tests.support.workers import (event_tap, order_body, publish_orders, queue_depth, running_workers, scalar, set_stock,
                      settings_for, take_all, wait_until)
 from conveyor import devservices
 WORKERS = ["orders", "payments", "shipments", "relay", "expirer"]

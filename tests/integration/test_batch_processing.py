@@ -11,7 +11,7 @@ import psycopg
 from conveyor.db.connection import connect
 from conveyor.db.locks import stock_lock_key
 from conveyor.db.uow import UnitOfWork
-from support import created_delivery, order_body, order_processor, scalar, set_stock
+from tests.support.workers import created_delivery, order_body, order_processor, scalar, set_stock
 
 
 def decisions(database_url: str) -> dict[str, str]:

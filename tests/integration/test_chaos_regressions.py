@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support import created_delivery, order_body, order_processor, set_stock
+from tests.support.workers import created_delivery, order_body, order_processor, set_stock
 
 
 def test_a_redelivered_batch_of_orders_all_processed_before_stays_on_the_set_based_path(database_url):

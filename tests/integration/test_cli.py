@@ -10,7 +10,7 @@ import sys
 
 import pika
 
-from support import ROOT, order_body, publish_orders, running_workers, settings_for, wait_until, scalar
+from tests.support.workers import ROOT, order_body, publish_orders, running_workers, settings_for, wait_until, scalar
 
 
 def conveyor(settings, *args: str) -> subprocess.CompletedProcess:

@@ -8,23 +8,15 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
-from dlq_support import DLQ, conveyor_headers, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq
-from support import (declare_topology, order_body, publish, publish_orders, queue_depth, running_workers,
-                     scalar, set_stock, settings_for, wait_until)
+from tests.support.dlq import DLQ, conveyor_headers, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq
+from tests.support.workers import (order_body, publish, publish_orders, queue_depth, running_workers,
+                     scalar, set_stock, wait_until)
 from conveyor.workers.dlq.reader import DlqSession
 
 NOW = datetime.now(timezone.utc)
 EMPTY_ITEMS = {"order_id": "6f1c0c5e-8d1e-4a53-9a55-0e7f2d0b9a11", "customer_id": "c", "currency": "EUR",
                "items": [], "placed_at": "2026-11-25T10:00:00Z"}
-
-
-@pytest.fixture
-def settings(database_url, fresh_amqp_url):
-    settings = settings_for(database_url, fresh_amqp_url)
-    declare_topology(settings)
-    return settings
 
 
 def mixed_failures(settings) -> None:

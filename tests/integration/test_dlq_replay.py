@@ -12,17 +12,13 @@ import uuid
 import pika
 import pytest
 
-from dlq_support import (DLQ, QUEUE, dead_letter_properties, dlq, dlq_process, drain, hold_stock_lock,
+from tests.support.dlq import (DLQ, QUEUE, dead_letter_properties, dlq, dlq_process, drain, hold_stock_lock,
                          lock_timeout, put_in_dlq)
-from support import (declare_topology, order_body, publish, publish_orders, queue_depth, running_workers,
-                     scalar, set_stock, settings_for, wait_until)
+from tests.support.workers import (order_body, publish, publish_orders, queue_depth, running_workers,
+                     scalar, set_stock, wait_until)
 
 
-@pytest.fixture
-def settings(database_url, fresh_amqp_url):
-    settings = settings_for(database_url, fresh_amqp_url, max_attempts=2)
-    declare_topology(settings)
-    return settings
+pytestmark = pytest.mark.settings(max_attempts=2)
 
 
 def count(settings, query: str) -> int:

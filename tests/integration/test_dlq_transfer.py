@@ -9,19 +9,11 @@ import json
 import uuid
 
 import pika
-import pytest
 
-from dlq_support import (DLQ, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq, raised,
+from tests.support.dlq import (DLQ, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq, raised,
                          schema_violation)
 from conveyor.schemas.errors import InvalidMessage
-from support import declare_topology, order_body, queue_depth, settings_for
-
-
-@pytest.fixture
-def settings(database_url, fresh_amqp_url):
-    settings = settings_for(database_url, fresh_amqp_url)
-    declare_topology(settings)
-    return settings
+from tests.support.workers import order_body, queue_depth
 
 
 def three_letters() -> list[tuple[bytes, object]]:

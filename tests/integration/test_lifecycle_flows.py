@@ -8,18 +8,14 @@ import random
 
 import pytest
 
-import lifecycle_support as life
-from support import (declare_topology, event_tap, order_body, queue_depth, running_workers, scalar,
+from tests.support import lifecycle as life
+from tests.support.workers import (event_tap, order_body, queue_depth, running_workers, scalar,
                      set_stock, settings_for, take_all, wait_until)
 
 ALL_WORKERS = ["orders", "payments", "shipments", "relay"]
 
 
-@pytest.fixture
-def settings(database_url, fresh_amqp_url):
-    settings = settings_for(database_url, fresh_amqp_url, max_attempts=30, batch_size=10)
-    declare_topology(settings)
-    return settings
+pytestmark = pytest.mark.settings(max_attempts=30, batch_size=10)
 
 
 def wait_for_status(settings, order: dict, status: str) -> None:

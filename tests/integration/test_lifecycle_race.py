@@ -12,9 +12,9 @@ import psycopg
 from conveyor.db.connection import connect, make_pool
 from conveyor.db.locks import lock_stock
 from conveyor.db.uow import UnitOfWork
-from lifecycle_support import reconcile
+from tests.support.lifecycle import reconcile
 from conveyor.schemas.lifecycle import PaymentAuthorized
-from support import order_body, run_order, set_stock, settings_for
+from tests.support.workers import order_body, run_order, set_stock, settings_for
 from conveyor.workers.handlers import payments as payment_worker
 from conveyor.workers.services.expirer import Expirer
 from conveyor.workers.runtime.spec import HandlerContext

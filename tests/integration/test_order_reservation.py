@@ -8,7 +8,7 @@ import threading
 import psycopg
 import pytest
 
-from support import order_body, run_order, scalar, set_stock
+from tests.support.workers import order_body, run_order, scalar, set_stock
 
 
 def stock(database_url: str, sku: str) -> tuple[int, int]:

@@ -8,18 +8,12 @@ import json
 import uuid
 
 import psycopg
-import pytest
 
 from conveyor.db.locks import stock_lock_key
-from support import (event_tap, order_body, publish, publish_orders, queue_depth, running_workers,
-                     scalar, set_stock, settings_for, take_all, wait_until)
+from tests.support.workers import (event_tap, order_body, publish, publish_orders, queue_depth, running_workers,
+                     scalar, set_stock, take_all, wait_until)
 
 QUEUE, DLQ = "conveyor.orders", "conveyor.orders.dlq"
-
-
-@pytest.fixture
-def settings(database_url, fresh_amqp_url):
-    return settings_for(database_url, fresh_amqp_url)
 
 
 def orders_decided(database_url: str) -> int:

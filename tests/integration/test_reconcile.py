@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from support import order_body, run_order, set_stock
+from tests.support.workers import order_body, run_order, set_stock
 from conveyor.workers import cli
 def reconcile_json(database_url: str, monkeypatch, capsys) -> tuple[int, dict]:
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", database_url)

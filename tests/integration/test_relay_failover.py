@@ -11,21 +11,16 @@ from collections import Counter
 
 import pytest
 
-from relay_support import (assert_contiguous_in_order, change_stock, collect, current_versions,
+from tests.support.relay import (assert_contiguous_in_order, change_stock, collect, current_versions,
                            holder_pid, lease_holder, partner_queue, pending, relay_process,
                            running_relay, seed_skus)
-from support import event_tap, settings_for, stop_process, wait_until
+from tests.support.workers import event_tap, settings_for, stop_process, wait_until
 from conveyor.devservices import RestartableRabbitMQ
 
 pytestmark = pytest.mark.slow
 
 # Short leases so a standby takes over within a couple of seconds.
 FAST = {"lease_seconds": 1.5, "poll_interval": 0.3, "max_reconnect_delay": 0.5}
-
-
-@pytest.fixture
-def settings(database_url, fresh_amqp_url):
-    return settings_for(database_url, fresh_amqp_url)
 
 
 def test_a_relay_killed_between_confirm_and_delete_publishes_again_with_the_same_message_id(settings):

@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from corpus import Dead, Done, injection_cases
-from corpus_support import expected_dead_letters, expected_deliveries, publish_cases, seed_world
-from lifecycle_support import authorized, created, delivered, dispatched, send, statuses
-from security_support import login_role, schema_snapshot, url_as
-from support import (ROOT, consumers_on, event_tap, order_body, publish, queue_depth, run_order, running_workers, scalar,
+from tests.corpus import Dead, Done, injection_cases
+from tests.support.corpus import expected_dead_letters, expected_deliveries, publish_cases, seed_world
+from tests.support.lifecycle import authorized, created, delivered, dispatched, send, statuses
+from tests.support.security import login_role, schema_snapshot, url_as
+from tests.support.workers import (ROOT, consumers_on, event_tap, order_body, publish, queue_depth, run_order, running_workers, scalar,
                      set_stock, settings_for, stop_process, take_all, wait_until)
 from conveyor.workers import cli
 from conveyor import devservices

@@ -8,16 +8,11 @@ import time
 
 import pytest
 
-from support import (consumers_on, declare_topology, order_body, publish_orders, queue_depth, scalar, set_stock,
-                     settings_for, stop_process, wait_until, worker_process)
+from tests.support.workers import (consumers_on, declare_topology, order_body, publish_orders, queue_depth, scalar, set_stock,
+                     stop_process, wait_until, worker_process)
 
 QUEUE = "conveyor.orders"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def settings(database_url, fresh_amqp_url):
-    return settings_for(database_url, fresh_amqp_url)
 
 
 def decided(settings) -> int:

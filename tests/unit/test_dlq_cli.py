@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlq_support import dlq
-from support import settings_for
+from tests.support.dlq import dlq
+from tests.support.workers import settings_for
 from conveyor.workers.cli import build_parser
 from conveyor.workers.dlq.audit import current_operator
 from conveyor.workers.dlq.reader import resolve_dlq

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dlq_support import make_letter as letter
+from tests.support.dlq import make_letter as letter
 from conveyor.workers.dlq.fingerprint import (fingerprint, group_letters, matches_fingerprint, normalise_message,
                                      normalise_where)
 

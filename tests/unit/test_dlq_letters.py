@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from pika.spec import BasicProperties
 
-from dlq_support import dead_letter_properties, lock_timeout
+from tests.support.dlq import dead_letter_properties, lock_timeout
 from conveyor.workers.dlq.letters import letter_key, order_id_of, read_letter
 
 WHEN = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
@@ -24,7 +24,7 @@ def test_conveyor_failure_headers_are_read():
     assert letter.original_queue == "conveyor.orders"
     assert (letter.error_class, letter.error_code, letter.attempts) == ("TransientDatabaseError", "55P03", 3)
     assert letter.failed_at == letter.first_failed_at == WHEN
-    assert letter.where.startswith("dlq_support.py:") and letter.where.endswith(" raised")
+    assert letter.where.startswith("dlq.py:") and letter.where.endswith(" raised")
     assert letter.routable
 
 

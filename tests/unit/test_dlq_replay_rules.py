@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from pika.spec import BasicProperties
 
-from dlq_support import dead_letter_properties, lock_timeout, make_letter, schema_violation
+from tests.support.dlq import dead_letter_properties, lock_timeout, make_letter, schema_violation
 from conveyor.workers.dlq.letters import read_letter
 from conveyor.workers.dlq.replay import Pacer, parse_rate, plan_item, replay_properties, target_for
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dlq_support import make_letter as letter
+from tests.support.dlq import make_letter as letter
 from conveyor.workers.dlq.fingerprint import fingerprint
 from conveyor.workers.dlq.selection import Selection, parse_duration, parse_time
 

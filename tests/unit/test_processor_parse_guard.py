@@ -11,7 +11,7 @@ import threading
 import pytest
 from pika.spec import BasicProperties
 
-from support import RecordingConsumer
+from tests.support.workers import RecordingConsumer
 from conveyor.workers.config import Settings
 from conveyor.workers.handlers.orders import SPEC
 from conveyor.workers.runtime import processor as processor_module

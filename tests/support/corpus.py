@@ -14,8 +14,8 @@ import psycopg
 from pika import data as amqp_data
 from pika.spec import BasicProperties
 
-from corpus import EXCHANGES, Case, Dead, Unroutable
-from corpus.cases import HOSTILE_SKUS, seed_payment_id, seed_shipment_id, seed_sku
+from tests.corpus import EXCHANGES, Case, Dead, Unroutable
+from tests.corpus.cases import HOSTILE_SKUS, seed_payment_id, seed_shipment_id, seed_sku
 
 CASE_HEADER = "x-corpus-case"
 WORKER_OF_QUEUE = {"conveyor.orders": "orders", "conveyor.payments": "payments",

@@ -1,7 +1,7 @@
 """Helpers for the relay tests: stock changes in bulk, a partner's queue on ``inventory``,
 reading what a partner received, and relays run as threads or as real processes.
 
-Run as a script (``python tests/relay_support.py '<json options>'``) it is one relay
+Run as a script (``python -m tests.support.relay '<json options>'``) it is one relay
 process, for tests that kill relays: options go to ``OutboxRelay``, plus
 ``"die_after_confirm": true`` (SIGKILL itself between the broker's confirm and the delete).
 """
@@ -26,7 +26,7 @@ import psycopg
 
 from conveyor.workers.config import Settings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def relay_process(settings: Settings, **options) -> subprocess.Popen:
     env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url,
            "CONVEYOR_AMQP_URL": settings.amqp_url, "CONVEYOR_LOG_FORMAT": "json",
            "CONVEYOR_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, os.path.abspath(__file__), json.dumps(options)], env=env, cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-m", "tests.support.relay", json.dumps(options)], env=env, cwd=ROOT)
 
 
 def lease_holder(database_url: str) -> tuple[str | None, bool]:

@@ -21,7 +21,7 @@ import psycopg
 from conveyor.workers.config import Settings, load_settings
 from conveyor.workers.runtime.amqp import queue_depth  # noqa: F401 - the tests import it from here
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def order_body(*items: tuple[str, int], order_id: str | None = None, tenant_id: str | None = None,

@@ -18,7 +18,7 @@ from pika.spec import BasicProperties
 
 from conveyor.db.errors import TransientDatabaseError
 from conveyor.schemas.errors import InvalidMessage
-from support import ROOT
+from tests.support.workers import ROOT
 from conveyor.workers.dlq.letters import DeadLetter
 from conveyor.workers.runtime.envelope import Delivery, Failure, failure_properties
 
