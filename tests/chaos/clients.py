@@ -188,7 +188,7 @@ class Shop(threading.Thread):
                 connection = pika.BlockingConnection(client_parameters(self.amqp_url, name="shop-events"))
                 channel = connection.channel()
                 channel.basic_qos(prefetch_count=50)
-                for method, properties, body in channel.consume(SHOP_QUEUE, inactivity_timeout=0.2):
+                for method, _properties, body in channel.consume(SHOP_QUEUE, inactivity_timeout=0.2):
                     if self.stop.is_set():
                         break
                     if method is not None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from tests.support import lifecycle as lifecycle_support
+
 
 # plan -> weight. Most orders go the happy way; the rest exercise every other rule.
 PLANS: dict[str, float] = {

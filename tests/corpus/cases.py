@@ -371,13 +371,13 @@ def injection_cases() -> list[Case]:
     free text is stored verbatim, constrained fields refuse it."""
     cases = []
     for rk, fields in FIELDS.items():
-        for path, kind in fields:
+        for path, _kind in fields:
             if (rk, path) in STORED_AS:
                 # The type in the text keeps payment and shipment ids unique across types.
                 cases += [_stored_case(rk, path, f"sql-injection-{n}", f"{payload} {rk}")
                           for n, payload in enumerate(INJECTION_PAYLOADS, start=1)]
             else:
-                cases.append(_case(rk, f"{path}-sql-injection", lambda o, p=path: changed(
+                cases.append(_case(rk, f"{path}-sql-injection", lambda o, p=path, rk=rk: changed(
                     valid(rk, o), p, INJECTION_PAYLOADS[0]), Dead(S)))
         cases.append(_case(rk, "message-id-sql-injection", lambda o, rk=rk: valid(rk, o), ACCEPTS[rk][1],
                            properties={"message_id": f"{INJECTION_PAYLOADS[0]} {rk}"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from conveyor.workers.cli import EXIT_USAGE, main
@@ -95,7 +96,7 @@ def test_every_bad_variable_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch
 
 def test_settings_are_frozen() -> None:
     settings = Settings()
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         settings.prefetch = 5  # type: ignore[misc]
 
 

@@ -51,9 +51,10 @@ class ImportReport:
 
 # -- export ----------------------------------------------------------------------------------
 
-def export(settings: Settings, dlq: str, path: Path, *, selection: Selection = Selection(),
+def export(settings: Settings, dlq: str, path: Path, *, selection: Selection | None = None,
            overwrite: bool = False) -> int:
     """Write the DLQ's (selected) messages to ``path``; returns how many were written."""
+    selection = selection or Selection()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; choose another file or pass --force")
     written = 0
