@@ -12,7 +12,6 @@ those messages anyway and acking a dead channel's tag would close the new one.
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
 from conveyor.workers.runtime import amqp, topology
 from conveyor.workers.runtime.envelope import Delivery
+from conveyor.workers.runtime.reconnect import serve_reconnecting
 from conveyor.workers.runtime.spec import WorkerSpec
 
 log = get_logger("conveyor.consumer")
@@ -38,11 +38,6 @@ class Settlement:
     copy_to_queue: str | None = None
     copy_properties: BasicProperties | None = None
     requeue: bool = False  # give it back unprocessed (shutting down during an outage)
-
-
-def reconnect_delay(failures: int) -> float:
-    """Jittered exponential backoff: ~0.5 s after the first failure, at most 30 s."""
-    return min(30.0, 0.25 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
 
 
 class Consumer:
@@ -87,21 +82,16 @@ class Consumer:
     # -- the I/O thread ------------------------------------------------------------------------
 
     def run(self) -> None:
-        failures = 0
-        while not self.stop.is_set():
-            generation = self.generation
-            try:
-                self._serve_one_connection()
-            except amqp.CONNECTION_ERRORS as error:
-                # A connection that got as far as consuming resets the backoff.
-                failures = 1 if self.generation != generation else failures + 1
-                delay = reconnect_delay(failures)
-                log.warning("broker_connection_lost", worker=self.spec.name, error=repr(error)[:300],
-                            retry_in_s=round(delay, 2))
-                self._forget_channel()
-                self.stop.wait(delay)
+        # A connection that got as far as consuming (a new generation) resets the backoff.
+        serve_reconnecting(self._serve_one_connection, stop=self.stop, errors=amqp.CONNECTION_ERRORS,
+                           progress=lambda: self.generation, on_lost=self._connection_lost)
         self._forget_channel()
         self.cancelled.set()
+
+    def _connection_lost(self, error: BaseException, delay: float) -> None:
+        log.warning("broker_connection_lost", worker=self.spec.name, error=repr(error)[:300],
+                    retry_in_s=round(delay, 2))
+        self._forget_channel()
 
     def _serve_one_connection(self) -> None:
         connection = amqp.connect(self.settings, name=self.spec.name)

@@ -33,7 +33,7 @@ from conveyor.workers.logging import get_logger
 from conveyor.workers.services.relay.ordering import BatchResult, Cooldown, publish_in_order
 from conveyor.workers.services.relay.publisher import ConfirmingPublisher
 from conveyor.workers.runtime import amqp, topology
-from conveyor.workers.runtime.consumer import reconnect_delay
+from conveyor.workers.runtime.reconnect import serve_reconnecting
 
 log = get_logger("conveyor.relay")
 
@@ -80,18 +80,13 @@ class OutboxRelay:
         self._cooldown = Cooldown(seconds=poll_interval)
 
     def run(self) -> None:
-        failures = 0
-        while not self.stop.is_set():
-            started = self.connections
-            try:
-                self._serve()
-            except (*DATABASE_ERRORS, *amqp.CONNECTION_ERRORS) as error:
-                failures = 1 if self.connections != started else failures + 1
-                delay = min(reconnect_delay(failures), self.max_reconnect_delay)
-                log.warning("relay_connection_lost", relay=self.holder, error=repr(error)[:300],
-                            retry_in_s=round(delay, 2))
-                self._set_leader(False)
-                self.stop.wait(delay)
+        serve_reconnecting(self._serve, stop=self.stop, errors=(*DATABASE_ERRORS, *amqp.CONNECTION_ERRORS),
+                           progress=lambda: self.connections, on_lost=self._connection_lost,
+                           max_delay=self.max_reconnect_delay)
+
+    def _connection_lost(self, error: BaseException, delay: float) -> None:
+        log.warning("relay_connection_lost", relay=self.holder, error=repr(error)[:300], retry_in_s=round(delay, 2))
+        self._set_leader(False)
 
     def _serve(self) -> None:
         kwargs = {"lock_timeout_ms": self.settings.lock_timeout_ms,
