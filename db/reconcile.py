@@ -53,7 +53,7 @@ SELECT count(*), coalesce(sum(on_hand), 0), coalesce(sum(reserved), 0) FROM stoc
 def run_checks(conn: psycopg.Connection, *, limit: int = 100) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {}
     for name, query in CHECKS.items():
-        cursor = conn.execute(f"{query} LIMIT %s", (limit,))
+        cursor = conn.execute(f"{query} LIMIT %(limit)s", {"limit": limit})
         columns = [c.name for c in cursor.description]
         results[name] = [dict(zip(columns, row)) for row in cursor.fetchall()]
     return results
