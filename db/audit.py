@@ -11,7 +11,7 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from conveyor.db.errors import translate
+from conveyor.db.errors import wrap_exceptions
 
 START_RUN = """
 INSERT INTO dlq_audit_runs (run_id, action, operator, queue, selection)
@@ -70,23 +70,20 @@ class AuditLog:
 
     def runs(self, *, action: str | None = None, queue: str | None = None, limit: int = 50) -> list[dict]:
         rows = self._execute(LIST_RUNS, {"action": action, "queue": queue, "limit": limit}).fetchall()
-        return [dict(zip(RUN_COLUMNS, row)) for row in rows]
+        return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows]
 
     def run(self, run_id: UUID) -> dict | None:
         row = self._execute(ONE_RUN, {"run_id": run_id}).fetchone()
-        return dict(zip(RUN_COLUMNS, row)) if row else None
+        return dict(zip(RUN_COLUMNS, row, strict=True)) if row else None
 
     def messages(self, run_id: UUID) -> list[dict]:
-        return [dict(zip(MESSAGE_COLUMNS, row)) for row in self._execute(RUN_MESSAGES, {"run_id": run_id})]
+        return [dict(zip(MESSAGE_COLUMNS, row, strict=True)) for row in self._execute(RUN_MESSAGES, {"run_id": run_id})]
 
     def history(self, message_id: str) -> list[dict]:
         """Every replay, purge or import that touched this message id, oldest first."""
-        return [dict(zip(HISTORY_COLUMNS, row)) for row in self._execute(MESSAGE_HISTORY, {"message_id": message_id})]
+        rows = self._execute(MESSAGE_HISTORY, {"message_id": message_id})
+        return [dict(zip(HISTORY_COLUMNS, row, strict=True)) for row in rows]
 
     def _execute(self, query: str, params: dict[str, object]) -> psycopg.Cursor:
-        try:
+        with wrap_exceptions(self._conn):  # a lost connection: DatabaseUnavailable ("unreachable")
             return self._conn.execute(query, params)
-        except psycopg.Error as error:
-            if isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) is None:
-                raise  # the connection itself is gone: callers report "unreachable"
-            raise translate(error) from error

@@ -1,6 +1,6 @@
 """Database connections: autocommit connections with timeouts, and a health-checked pool.
 
-``transaction(conn)`` and ``DedicatedConnection.get()`` translate driver errors into
+``connect``, ``transaction(conn)`` and ``DedicatedConnection.get()`` translate driver errors into
 Conveyor's family (``conveyor.db.errors``): code that runs work through them catches only
 those.
 """
@@ -36,7 +36,10 @@ def connection_kwargs(*, lock_timeout_ms: int = 2_000, statement_timeout_ms: int
 
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection:
-    return psycopg.connect(url, **connection_kwargs(**kwargs))
+    """An autocommit connection; a failure to connect is translated (``DatabaseUnavailable``
+    when the server is out of reach)."""
+    with wrap_exceptions():
+        return psycopg.connect(url, **connection_kwargs(**kwargs))
 
 
 def make_pool(url: str, *, size: int = 2, name: str = "conveyor", **kwargs: Any) -> ConnectionPool:
@@ -68,12 +71,10 @@ class DedicatedConnection:
         self._conn: psycopg.Connection | None = None
 
     def get(self) -> psycopg.Connection:
-        """The connection, (re)opened if needed; a failure to connect is translated
-        (``DatabaseUnavailable`` when the server is out of reach)."""
+        """The connection, (re)opened if needed (``connect``: a failure is translated)."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
-            with wrap_exceptions():
-                self._conn = connect(self._url, **self._kwargs)
+            self._conn = connect(self._url, **self._kwargs)
         return self._conn
 
     def close(self) -> None:

@@ -11,47 +11,16 @@ from uuid import UUID
 
 import psycopg
 
+from conveyor.db import views
 from conveyor.db.errors import IntegrityViolation
-
-SHOW_ORDER = """
-SELECT o.order_id, o.tenant_id, o.customer_id, o.currency, o.total, o.status, o.status_reason,
-       o.placed_at, o.created_at, o.updated_at
-FROM orders o JOIN order_registry r ON r.order_id = o.order_id AND r.placed_at = o.placed_at
-WHERE o.order_id = %(order_id)s
-"""
-SHOW_LINES = """
-SELECT line_no, sku, quantity, unit_price, status, reason FROM order_lines
-WHERE order_id = %(order_id)s ORDER BY line_no
-"""
-SHOW_RESERVATIONS = """
-SELECT sku, quantity, state FROM reservations WHERE order_id = %(order_id)s ORDER BY sku
-"""
-
 
 class OrderRepository:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
 
     def show(self, order_id: UUID) -> dict | None:
-        row = self._conn.execute(SHOW_ORDER, {"order_id": order_id}).fetchone()
-        if row is None:
-            return None
-        keys = ("order_id", "tenant_id", "customer_id", "currency", "total", "status",
-                "status_reason", "placed_at", "created_at", "updated_at")
-        order = dict(zip(keys, row))
-        order["order_id"] = str(order["order_id"])
-        order["total"] = str(order["total"])
-        for key in ("placed_at", "created_at", "updated_at"):
-            order[key] = order[key].isoformat()
-        order["lines"] = [
-            {"line_no": n, "sku": s, "quantity": q, "unit_price": str(p), "status": st, "reason": r}
-            for n, s, q, p, st, r in self._conn.execute(SHOW_LINES, {"order_id": order_id})
-        ]
-        order["reservations"] = [
-            {"sku": s, "quantity": q, "state": st}
-            for s, q, st in self._conn.execute(SHOW_RESERVATIONS, {"order_id": order_id})
-        ]
-        return order
+        """The order whole, JSON-ready (``conveyor.db.views.order``)."""
+        return views.order(self._conn, order_id)
 
 
 LOCK_ORDER = """

@@ -16,12 +16,13 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from conveyor.db.notify import NOTIFY_OUTBOX
+
 ADD = """
 INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, message_type)
 VALUES (%(message_id)s, %(exchange)s, %(routing_key)s, %(correlation_id)s, %(payload)s, %(ordering_key)s,
         %(message_type)s)
 """
-NOTIFY = "SELECT pg_notify('conveyor_outbox', '')"
 # Never page by `id > last_seen`: ids are taken at insert but become visible at commit.
 # Within a look-ahead window of the oldest pending rows, at most `per_key` rows of each
 # ordering key are claimed (its oldest), so a hot SKU's backlog cannot crowd the others
@@ -57,13 +58,7 @@ PURGE_SENT = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => %(older_than)s) LIMIT %(limit)s)
 """
-STATS = """
-SELECT count(*), min(created_at), now() - min(created_at), now()
-FROM outbox WHERE sent_at IS NULL
-"""
-PENDING_BY_EXCHANGE = """
-SELECT exchange, count(*) FROM outbox WHERE sent_at IS NULL GROUP BY exchange ORDER BY exchange
-"""
+# How much is pending (``conveyor relay status``) is read in ``conveyor.db.views``.
 
 
 @dataclass(frozen=True)
@@ -77,15 +72,6 @@ class OutboxRow:
     created_at: datetime
     ordering_key: str | None = None
     message_type: str | None = None
-
-
-@dataclass(frozen=True)
-class OutboxStats:
-    pending: int
-    oldest_pending_at: datetime | None
-    oldest_pending_age_s: float | None
-    pending_by_exchange: dict[str, int]
-    checked_at: datetime
 
 
 class Outbox:
@@ -103,7 +89,7 @@ class Outbox:
                                  "ordering_key": ordering_key or correlation_id, "message_type": message_type})
         if not self._notified:
             # One NOTIFY per transaction: it is a wake-up for the relay, not the data.
-            self._conn.execute(NOTIFY)
+            self._conn.execute(NOTIFY_OUTBOX)
             self._notified = True
         return message_id
 
@@ -123,9 +109,3 @@ class Outbox:
 
     def purge_sent(self, *, older_than_seconds: float, limit: int = 10_000) -> int:
         return self._conn.execute(PURGE_SENT, {"older_than": older_than_seconds, "limit": limit}).rowcount
-
-    def stats(self) -> OutboxStats:
-        pending, oldest, age, now = self._conn.execute(STATS).fetchone()
-        by_exchange = dict(self._conn.execute(PENDING_BY_EXCHANGE).fetchall())
-        return OutboxStats(pending, oldest, age.total_seconds() if age is not None else None,
-                           by_exchange, now)

@@ -13,9 +13,6 @@ lease runs out ``ttl`` seconds after its last renewal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 import psycopg
 
 LEASE = "outbox"
@@ -48,22 +45,7 @@ RELEASE = """
 UPDATE relay_lease SET holder = NULL, expires_at = NULL, renewed_at = now()
 WHERE name = %(name)s AND holder = %(holder)s
 """
-SHOW = """
-SELECT holder, acquired_at, renewed_at, expires_at, coalesce(expires_at > now(), false),
-       last_sent_at, sent_total
-FROM relay_lease WHERE name = %(name)s
-"""
-
-
-@dataclass(frozen=True)
-class LeaseState:
-    holder: str | None
-    acquired_at: datetime | None
-    renewed_at: datetime | None
-    expires_at: datetime | None
-    live: bool
-    last_sent_at: datetime | None
-    sent_total: int
+# Who holds the lease (``conveyor relay status``) is read in ``conveyor.db.views``.
 
 
 class RelayLease:
@@ -88,8 +70,3 @@ class RelayLease:
 
     def release(self) -> None:
         self._conn.execute(RELEASE, {"name": self.name, "holder": self.holder})
-
-
-def lease_state(conn: psycopg.Connection, name: str = LEASE) -> LeaseState | None:
-    row = conn.execute(SHOW, {"name": name}).fetchone()
-    return LeaseState(*row) if row else None

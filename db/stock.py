@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 import psycopg
 
+from conveyor.db import views
+
 ENSURE_PRODUCT = """
-INSERT INTO products (tenant_id, sku, name, price, currency) VALUES (%(tenant_id)s, %(sku)s, %(name)s, %(price)s, %(currency)s)
+INSERT INTO products (tenant_id, sku, name, price, currency)
+VALUES (%(tenant_id)s, %(sku)s, %(name)s, %(price)s, %(currency)s)
 ON CONFLICT (tenant_id, sku) DO NOTHING
 """
 ENSURE_TENANT = """
@@ -20,11 +23,6 @@ INSERT INTO stock_levels (tenant_id, sku, on_hand, last_cause) VALUES (%(tenant_
 ON CONFLICT (tenant_id, sku) DO UPDATE
 SET on_hand = EXCLUDED.on_hand, last_cause = EXCLUDED.last_cause
 RETURNING sku, on_hand, reserved
-"""
-SHOW = """
-SELECT s.sku, s.tenant_id, s.on_hand, s.reserved, s.version, s.updated_at, p.name, p.price, p.currency
-FROM stock_levels s JOIN products p USING (tenant_id, sku)
-WHERE s.tenant_id = %(tenant_id)s AND s.sku = %(sku)s
 """
 
 
@@ -54,12 +52,5 @@ class StockRepository:
         return StockLevel(*row)
 
     def show(self, tenant_id: str, sku: str) -> dict | None:
-        row = self._conn.execute(SHOW, {"tenant_id": tenant_id, "sku": sku}).fetchone()
-        if row is None:
-            return None
-        sku, tenant, on_hand, reserved, version, updated_at, name, price, currency = row
-        return {
-            "sku": sku, "tenant_id": tenant, "on_hand": on_hand, "reserved": reserved,
-            "available": on_hand - reserved, "version": version, "updated_at": updated_at.isoformat(),
-            "name": name, "price": str(price), "currency": currency,
-        }
+        """The SKU's level and product, JSON-ready (``conveyor.db.views.stock``)."""
+        return views.stock(self._conn, tenant_id, sku)
