@@ -8,6 +8,7 @@ of ``conveyor reconcile``.
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 from conveyor.db import views
 from conveyor.db.connection import connect
@@ -28,7 +29,7 @@ def summarise(env, orders, catalogue, sent_at, world, *, publish_seconds: float)
     decided = world.decided_at
     latencies = sorted((decided[o] - sent_at[o]) * 1000 for o in sent_at if o in decided)
     first, last = min(sent_at.values()), max(decided.values(), default=0.0)
-    summary = {
+    summary: dict[str, Any] = {
         "orders_published": len(orders),
         "orders_decided": sum(counts.values()),
         "final_states": {state: counts.get(state, 0) for state in STATES},
