@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass
 from uuid import UUID
 
+from conveyor.db import views
 from conveyor.db.audit import AuditLog
 from conveyor.db.connection import Connection, connect
 from conveyor.db.errors import DatabaseError, wrap_exceptions
 from conveyor.db.inbox import Inbox
-from conveyor.db import views
 from conveyor.workers.config import Settings
 from conveyor.workers.dlq.reader import DlqSession, Held
 
