@@ -25,6 +25,7 @@ import psycopg
 
 from bench import harness
 from conveyor import devservices
+from conveyor.db.notify import LISTEN_OUTBOX
 CONVEYOR = ["-m", "conveyor", "run", "orders"]
 REFERENCE = ["-m", "bench.reference_consumer"]
 
@@ -101,7 +102,7 @@ def _publish_paced(amqp_url: str, make, sent: dict, *, rate: float, seconds: flo
 
 
 def _poll_visible(database_url: str, sent: dict, seen: dict, done: threading.Event) -> None:
-    """Each commit that writes an outbox row NOTIFYs ``conveyor_outbox``: woken by it (or
+    """Each commit that writes an outbox row NOTIFYs ``OUTBOX_CHANNEL``: woken by it (or
     every 5 ms at the latest), ask which pending orders are committed, so visibility ≈ commit
     time. Only the still-pending ids are sent, and only about once per commit, so the
     measuring costs the server little (polling every 2 ms competed with the workers for the
@@ -110,7 +111,7 @@ def _poll_visible(database_url: str, sent: dict, seen: dict, done: threading.Eve
     known = 0
     with psycopg.connect(database_url, autocommit=True) as conn, \
             psycopg.connect(database_url, autocommit=True) as listener:
-        listener.execute("LISTEN conveyor_outbox")
+        listener.execute(LISTEN_OUTBOX)
         while not done.is_set():
             for _ in listener.notifies(timeout=0.005, stop_after=1):
                 pass

@@ -1,9 +1,22 @@
-"""Database connections: autocommit connections with timeouts, and a health-checked pool."""
+"""Database connections: autocommit connections with timeouts, and a health-checked pool.
+
+``connect``, ``transaction(conn)`` and ``DedicatedConnection.get()`` translate driver errors into
+Conveyor's family (``conveyor.db.errors``): code that runs work through them catches only
+those.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import psycopg
 from psycopg_pool import ConnectionPool
+
+from conveyor.db.errors import wrap_exceptions
+
+Connection = psycopg.Connection  # for type hints outside db/
 
 
 def connection_kwargs(*, lock_timeout_ms: int = 2_000, statement_timeout_ms: int = 30_000,
@@ -22,16 +35,27 @@ def connection_kwargs(*, lock_timeout_ms: int = 2_000, statement_timeout_ms: int
             "keepalives_interval": 5, "keepalives_count": 3}
 
 
-def connect(url: str, **kwargs: object) -> psycopg.Connection:
-    return psycopg.connect(url, **connection_kwargs(**kwargs))
+def connect(url: str, **kwargs: Any) -> psycopg.Connection:
+    """An autocommit connection; a failure to connect is translated (``DatabaseUnavailable``
+    when the server is out of reach)."""
+    with wrap_exceptions():
+        return psycopg.connect(url, **connection_kwargs(**kwargs))
 
 
-def make_pool(url: str, *, size: int = 2, name: str = "conveyor", **kwargs: object) -> ConnectionPool:
+def make_pool(url: str, *, size: int = 2, name: str = "conveyor", **kwargs: Any) -> ConnectionPool:
     """A pool whose connections are checked before use, so a server restart is survived."""
     return ConnectionPool(
         url, min_size=1, max_size=size, kwargs=connection_kwargs(application_name=name, **kwargs),
         check=ConnectionPool.check_connection, open=True, name=name, timeout=10,
     )
+
+
+@contextmanager
+def transaction(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """``conn.transaction()`` (a savepoint when one is open already) with driver errors,
+    the commit's and rollback's included, translated; says whether the connection broke."""
+    with wrap_exceptions(conn), conn.transaction():
+        yield conn
 
 
 class DedicatedConnection:
@@ -41,12 +65,13 @@ class DedicatedConnection:
     trip on every checkout, and a single thread has nothing to share.
     """
 
-    def __init__(self, url: str, **kwargs: object) -> None:
+    def __init__(self, url: str, **kwargs: Any) -> None:
         self._url = url
         self._kwargs = kwargs
         self._conn: psycopg.Connection | None = None
 
     def get(self) -> psycopg.Connection:
+        """The connection, (re)opened if needed (``connect``: a failure is translated)."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
             self._conn = connect(self._url, **self._kwargs)

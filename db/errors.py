@@ -2,10 +2,20 @@
 
 Callers catch these, never psycopg's classes: ``TransientDatabaseError`` means "try
 again" (the connection dropped, a deadlock, a serialization failure, a lock timeout),
-anything else derived from ``DatabaseError`` is a bug or a broken invariant.
+``DatabaseUnavailable`` (a transient error too) means the database as a whole is out of
+reach, ``PermanentDatabaseError`` (``IntegrityViolation``) is never retried, and anything
+else derived from ``DatabaseError`` is a bug or a broken invariant.
+
+Translation happens in db/: ``wrap_exceptions`` (a context manager) turns any driver
+error raised inside it into the matching class; ``conveyor.db.connection`` uses it for
+connecting and for transactions (``transaction(conn)``), the repositories that callers
+reach outside a transaction use it per statement.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -13,19 +23,48 @@ from psycopg import errors as pg_errors
 # SQLSTATEs worth a retry: serialization failure, deadlock, lock timeout,
 # query canceled (statement_timeout), admin shutdown / crash / cannot connect now.
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
+# The database as a whole is unreachable (not one transaction's contention): the connection
+# was lost or refused (no SQLSTATE), the server is shutting down or starting, or it reported
+# a connection exception.
+OUTAGE_SQLSTATES = frozenset({None, "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"})
+# The server ended a session left idle inside a transaction (the relay's fence).
+IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 
 
 class DatabaseError(Exception):
-    """Base of every error raised by Conveyor's persistence code; ``code`` is the SQLSTATE."""
+    """Base of every error raised by Conveyor's persistence code; ``code`` is the SQLSTATE
+    (``"connection"`` when there is none).
+
+    ``connection_broken``: the connection the error came from is unusable afterwards.
+    ``operational``: the driver classed the error as operational (the connection or the
+    server's state failed the work, not the statement: lost connection, timeouts,
+    contention, resources), or the server ended an idle-in-transaction session.
+    """
 
     code = "database"
+    connection_broken = False
+    operational = False
 
 
 class TransientDatabaseError(DatabaseError):
     """The same work may succeed if tried again."""
 
 
-class IntegrityViolation(DatabaseError):
+class DatabaseUnavailable(TransientDatabaseError):
+    """The database as a whole is unreachable: the connection was lost or refused, or the
+    server is shutting down or starting up. Waited out, not retried at once."""
+
+
+class ConnectionFailure(DatabaseError):
+    """The server reported a connection exception (SQLSTATE class 08): an outage like
+    ``DatabaseUnavailable``, but not a transient error of the work itself."""
+
+
+class PermanentDatabaseError(DatabaseError):
+    """The database refused the work for good: retrying cannot help."""
+
+
+class IntegrityViolation(PermanentDatabaseError):
     """A constraint refused a change: a bug upstream of the database, never retried."""
 
 
@@ -36,26 +75,59 @@ class MigrationError(DatabaseError):
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, TransientDatabaseError):
         return True
+    if isinstance(error, DatabaseError):
+        return False
     if isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) is None:
         return True  # connection lost or refused
     return getattr(error, "sqlstate", None) in TRANSIENT_SQLSTATES
+
+
+def is_outage(error: BaseException) -> bool:
+    """The database as a whole is unreachable (not one transaction's contention)."""
+    if isinstance(error, (DatabaseUnavailable, ConnectionFailure)):
+        return True
+    return _driver_outage(error)
 
 
 def is_integrity_violation(error: BaseException) -> bool:
     return isinstance(error, (IntegrityViolation, pg_errors.IntegrityError))
 
 
-def translate(error: psycopg.Error) -> DatabaseError:
+def translate(error: psycopg.Error, *, connection_broken: bool = False) -> DatabaseError:
     """Wrap a driver error in the matching Conveyor error (the original is the cause)."""
-    if is_transient(error):
-        translated: DatabaseError = TransientDatabaseError(_describe(error))
+    description = _describe(error)
+    translated: DatabaseError
+    if _driver_outage(error) and is_transient(error):
+        translated = DatabaseUnavailable(description)
+    elif is_transient(error):
+        translated = TransientDatabaseError(description)
+    elif _driver_outage(error):
+        translated = ConnectionFailure(description)
     elif isinstance(error, pg_errors.IntegrityError):
-        translated = IntegrityViolation(_describe(error))
+        translated = IntegrityViolation(description)
     else:
-        translated = DatabaseError(_describe(error))
-    translated.code = getattr(error, "sqlstate", None) or "connection"
+        translated = DatabaseError(description)
+    state = getattr(error, "sqlstate", None)
+    translated.code = state or "connection"
+    translated.connection_broken = connection_broken
+    translated.operational = (isinstance(error, psycopg.OperationalError)
+                              or state == IDLE_IN_TRANSACTION_TIMEOUT)
     translated.__cause__ = error
     return translated
+
+
+@contextmanager
+def wrap_exceptions(conn: psycopg.Connection | None = None) -> Iterator[None]:
+    """Translate any driver error raised inside the block; ``conn``, when given, tells
+    whether the connection survived it."""
+    try:
+        yield
+    except psycopg.Error as error:
+        raise translate(error, connection_broken=conn is not None and conn.broken) from error
+
+
+def _driver_outage(error: BaseException) -> bool:
+    return isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) in OUTAGE_SQLSTATES
 
 
 def _describe(error: psycopg.Error) -> str:

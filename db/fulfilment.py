@@ -10,13 +10,13 @@ import psycopg
 
 RECORD_PAYMENT = """
 INSERT INTO payments (payment_id, order_id, outcome, amount, currency, detail)
-VALUES (%s, %s, %s, %s, %s, %s)
+VALUES (%(payment_id)s, %(order_id)s, %(outcome)s, %(amount)s, %(currency)s, %(detail)s)
 ON CONFLICT (payment_id) DO NOTHING
 RETURNING 1
 """
 RECORD_SHIPMENT = """
 INSERT INTO shipments (shipment_id, event, order_id, carrier, tracking_number)
-VALUES (%s, %s, %s, %s, %s)
+VALUES (%(shipment_id)s, %(event)s, %(order_id)s, %(carrier)s, %(tracking_number)s)
 ON CONFLICT (shipment_id, event) DO NOTHING
 RETURNING 1
 """
@@ -30,11 +30,15 @@ class FulfilmentRepository:
                        amount: Decimal | None = None, currency: str | None = None,
                        detail: str | None = None) -> bool:
         """False when this payment id was seen before."""
-        row = self._conn.execute(RECORD_PAYMENT, (payment_id, order_id, outcome, amount, currency, detail))
+        row = self._conn.execute(RECORD_PAYMENT, {
+            "payment_id": payment_id, "order_id": order_id, "outcome": outcome, "amount": amount,
+            "currency": currency, "detail": detail})
         return row.fetchone() is not None
 
     def record_shipment(self, shipment_id: str, event: str, order_id: UUID, *,
                         carrier: str | None = None, tracking_number: str | None = None) -> bool:
         """False when this (shipment id, event) was seen before."""
-        row = self._conn.execute(RECORD_SHIPMENT, (shipment_id, event, order_id, carrier, tracking_number))
+        row = self._conn.execute(RECORD_SHIPMENT, {
+            "shipment_id": shipment_id, "event": event, "order_id": order_id, "carrier": carrier,
+            "tracking_number": tracking_number})
         return row.fetchone() is not None

@@ -9,12 +9,12 @@ import psycopg
 from conveyor.db.locks import sorted_keys
 
 CLAIM = """
-INSERT INTO inbox (message_id, handler) VALUES (%s, %s)
+INSERT INTO inbox (message_id, handler) VALUES (%(message_id)s, %(handler)s)
 ON CONFLICT (message_id) DO NOTHING
 RETURNING 1
 """
 CLAIM_MANY = """
-INSERT INTO inbox (message_id, handler) SELECT unnest(%b::text[]), %s
+INSERT INTO inbox (message_id, handler) SELECT unnest(%(ids)b::text[]), %(handler)s
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
 """
@@ -30,7 +30,7 @@ SELECT m.message_id, %(handler)s FROM locked, unnest(%(ids)b::text[]) AS m(messa
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
 """
-SEEN = "SELECT message_id FROM inbox WHERE message_id = ANY(%s)"
+SEEN = "SELECT message_id FROM inbox WHERE message_id = ANY(%(ids)s)"
 
 
 class Inbox:
@@ -39,7 +39,7 @@ class Inbox:
 
     def claim(self, message_id: str, *, handler: str) -> bool:
         """Record the message as processed; False when it already was."""
-        return self._conn.execute(CLAIM, (message_id, handler)).fetchone() is not None
+        return self._conn.execute(CLAIM, {"message_id": message_id, "handler": handler}).fetchone() is not None
 
     def claim_many(self, message_ids: list[str], *, handler: str,
                    after_locking: Iterable[tuple[str, str]] = ()) -> set[str]:
@@ -50,8 +50,8 @@ class Inbox:
             cursor = self._conn.execute(CLAIM_MANY_AFTER_LOCKING, {"keys": keys, "handler": handler,
                                                                    "ids": message_ids})
         else:
-            cursor = self._conn.execute(CLAIM_MANY, (message_ids, handler))
+            cursor = self._conn.execute(CLAIM_MANY, {"ids": message_ids, "handler": handler})
         return {row[0] for row in cursor}
 
     def seen(self, message_ids: list[str]) -> set[str]:
-        return {row[0] for row in self._conn.execute(SEEN, (message_ids,))}
+        return {row[0] for row in self._conn.execute(SEEN, {"ids": message_ids})}

@@ -24,6 +24,7 @@ import psycopg
 from pydantic import TypeAdapter
 
 from conveyor.db.errors import IntegrityViolation
+from conveyor.db.notify import OUTBOX_CHANNEL
 from conveyor.db.stock import StockLevel
 
 CLAIM_AND_READ = """
@@ -49,7 +50,7 @@ JOIN stock_levels s USING (tenant_id, sku)
 
 # The UPDATE's WHERE clause is the last line of defence: a reservation that would oversell
 # matches no row, and the short count becomes an error. One NOTIFY wakes the relay.
-RECORD = """
+RECORD = f"""
 WITH reserved AS (
     UPDATE stock_levels s SET reserved = s.reserved + r.quantity, last_cause = %(cause)s
     FROM unnest(%(tenants)b::text[], %(skus)b::text[], %(quantities)b::int[]) AS r(tenant_id, sku, quantity)
@@ -82,7 +83,7 @@ WITH reserved AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM reserved),
-       CASE WHEN EXISTS (SELECT FROM events) THEN pg_notify('conveyor_outbox', '') END
+       CASE WHEN EXISTS (SELECT FROM events) THEN pg_notify('{OUTBOX_CHANNEL}', '') END
 """
 
 
@@ -175,7 +176,7 @@ class IntakeRepository:
         """Reserve each (tenant, SKU) once by the batch's total, insert the orders, their lines
         and reservations, and the outcome events: one statement."""
         stock = sorted(reserve)
-        matched, _ = self._conn.execute(RECORD, {
+        row = self._conn.execute(RECORD, {
             "cause": cause,
             "tenants": [t for t, _ in stock], "skus": [s for _, s in stock],
             "quantities": [reserve[key] for key in stock],
@@ -183,6 +184,7 @@ class IntakeRepository:
             "held": HELD_JSON.dump_json(held).decode(),
             "events": EVENTS_JSON.dump_json(events).decode(),
         }).fetchone()
+        matched = row[0] if row is not None else 0  # one row always: a SELECT without FROM
         if matched != len(stock):
             raise IntegrityViolation(f"batch reservation matched {matched} of {len(stock)} SKUs;"
                                      " stock changed under the lock")

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import psycopg
 
-LOCK_MANY = "SELECT pg_advisory_xact_lock(k) FROM unnest(%b::bigint[]) AS k"  # %b: binary, no text escaping
+LOCK_MANY = "SELECT pg_advisory_xact_lock(k) FROM unnest(%(keys)b::bigint[]) AS k"  # %b: binary, no text escaping
 
 
 def stock_lock_key(tenant_id: str, sku: str) -> int:
@@ -28,4 +28,4 @@ def lock_stock(conn: psycopg.Connection, pairs: Iterable[tuple[str, str]]) -> No
     keys = sorted_keys(pairs)
     if keys:
         # unnest yields the array in order, so the locks are taken in sorted key order.
-        conn.execute(LOCK_MANY, (keys,))
+        conn.execute(LOCK_MANY, {"keys": keys})

@@ -28,9 +28,18 @@ MIGRATION_LOCK_KEY = 0x636F6E766D6967
 OWNER_ROLE = "conveyor_owner"
 ACT_AS_OWNER = """
 SELECT coalesce((SELECT c.relowner = r.oid AND pg_has_role(r.oid, 'MEMBER')
-                 FROM pg_class c JOIN pg_roles r ON r.rolname = %s
+                 FROM pg_class c JOIN pg_roles r ON r.rolname = %(role)s
                  WHERE c.oid = to_regclass('schema_history')), false)
 """
+
+LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
+RECORD = """
+INSERT INTO schema_history (version, description, filename, checksum)
+VALUES (%(version)s, %(description)s, %(filename)s, %(checksum)s)
+"""
+CREATE_PARTITIONS = "SELECT conveyor_create_order_partitions(now(), %(months_ahead)s)"
+HISTORY_EXISTS = "SELECT to_regclass('schema_history') IS NOT NULL"
+APPLIED = "SELECT version, filename, checksum, applied_at::text FROM schema_history"
 
 HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS schema_history (
@@ -106,22 +115,19 @@ def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
             conn.execute(HISTORY_DDL)
         for migration in migrations:
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+                conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
                 applied = _applied(conn)
                 _refuse_edited(migrations, applied)
                 if migration.version in applied:
                     continue
                 _act_as_owner(conn)
                 conn.execute(migration.sql)
-                conn.execute(
-                    "INSERT INTO schema_history (version, description, filename, checksum)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (migration.version, migration.description, migration.filename, migration.checksum),
-                )
+                conn.execute(RECORD, {"version": migration.version, "description": migration.description,
+                                      "filename": migration.filename, "checksum": migration.checksum})
                 applied_now.append(migration.filename)
     return applied_now
 
@@ -130,25 +136,27 @@ def ensure_partitions(database_url: str, *, months_ahead: int = 3) -> list[str]:
     """Create the order partitions for this month and the next ``months_ahead``."""
     with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
         _act_as_owner(conn)
-        rows = conn.execute(
-            "SELECT conveyor_create_order_partitions(now(), %s)", (months_ahead,)
-        ).fetchall()
+        rows = conn.execute(CREATE_PARTITIONS, {"months_ahead": months_ahead}).fetchall()
     return [r[0] for r in rows]
 
 
 def _act_as_owner(conn: psycopg.Connection) -> None:
     """SET LOCAL ROLE conveyor_owner for the current transaction, once the schema is its."""
-    if conn.execute(ACT_AS_OWNER, (OWNER_ROLE,)).fetchone()[0]:
+    if _scalar(conn, ACT_AS_OWNER, {"role": OWNER_ROLE}):
         conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
 
 
+def _scalar(conn: psycopg.Connection, query: str, params: dict[str, object] | None = None) -> object:
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise MigrationError(f"no row from {query.split()[0]} query")
+    return row[0]
+
+
 def _applied(conn: psycopg.Connection) -> dict[int, tuple[str, str, str]]:
-    exists = conn.execute("SELECT to_regclass('schema_history') IS NOT NULL").fetchone()[0]
-    if not exists:
+    if not _scalar(conn, HISTORY_EXISTS):
         return {}
-    rows = conn.execute(
-        "SELECT version, filename, checksum, applied_at::text FROM schema_history"
-    ).fetchall()
+    rows = conn.execute(APPLIED).fetchall()
     return {v: (f, c, a) for v, f, c, a in rows}
 
 

@@ -11,68 +11,37 @@ from uuid import UUID
 
 import psycopg
 
+from conveyor.db import views
 from conveyor.db.errors import IntegrityViolation
-
-SHOW_ORDER = """
-SELECT o.order_id, o.tenant_id, o.customer_id, o.currency, o.total, o.status, o.status_reason,
-       o.placed_at, o.created_at, o.updated_at
-FROM orders o JOIN order_registry r ON r.order_id = o.order_id AND r.placed_at = o.placed_at
-WHERE o.order_id = %s
-"""
-SHOW_LINES = """
-SELECT line_no, sku, quantity, unit_price, status, reason FROM order_lines
-WHERE order_id = %s ORDER BY line_no
-"""
-SHOW_RESERVATIONS = """
-SELECT sku, quantity, state FROM reservations WHERE order_id = %s ORDER BY sku
-"""
-
 
 class OrderRepository:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
 
     def show(self, order_id: UUID) -> dict | None:
-        row = self._conn.execute(SHOW_ORDER, (order_id,)).fetchone()
-        if row is None:
-            return None
-        keys = ("order_id", "tenant_id", "customer_id", "currency", "total", "status",
-                "status_reason", "placed_at", "created_at", "updated_at")
-        order = dict(zip(keys, row))
-        order["order_id"] = str(order["order_id"])
-        order["total"] = str(order["total"])
-        for key in ("placed_at", "created_at", "updated_at"):
-            order[key] = order[key].isoformat()
-        order["lines"] = [
-            {"line_no": n, "sku": s, "quantity": q, "unit_price": str(p), "status": st, "reason": r}
-            for n, s, q, p, st, r in self._conn.execute(SHOW_LINES, (order_id,))
-        ]
-        order["reservations"] = [
-            {"sku": s, "quantity": q, "state": st}
-            for s, q, st in self._conn.execute(SHOW_RESERVATIONS, (order_id,))
-        ]
-        return order
+        """The order whole, JSON-ready (``conveyor.db.views.order``)."""
+        return views.order(self._conn, order_id)
 
 
 LOCK_ORDER = """
 SELECT o.order_id, o.tenant_id, o.status, o.total, o.currency, o.placed_at, o.updated_at
 FROM orders o
-WHERE o.order_id = %s
+WHERE o.order_id = %(order_id)s
 FOR UPDATE OF o
 """
 SET_STATUS = """
-UPDATE orders SET status = %s, status_reason = %s, updated_at = now()
-WHERE order_id = %s AND placed_at = %s AND status = %s
+UPDATE orders SET status = %(to)s, status_reason = %(reason)s, updated_at = now()
+WHERE order_id = %(order_id)s AND placed_at = %(placed_at)s AND status = %(from)s
 """
 ADD_TRANSITION = """
 INSERT INTO order_transitions (order_id, from_status, to_status, event, message_id, reason)
-VALUES (%s, %s, %s, %s, %s, %s)
+VALUES (%(order_id)s, %(from)s, %(to)s, %(event)s, %(message_id)s, %(reason)s)
 """
 EXPIRY_CANDIDATES = """
 SELECT order_id FROM orders
-WHERE status = 'RESERVED' AND updated_at < now() - make_interval(secs => %s)
+WHERE status = 'RESERVED' AND updated_at < now() - make_interval(secs => %(older_than)s)
 ORDER BY updated_at
-LIMIT %s
+LIMIT %(limit)s
 """
 
 
@@ -94,15 +63,18 @@ class OrderStateRepository:
         self._conn = conn
 
     def lock(self, order_id: UUID) -> LockedOrder | None:
-        row = self._conn.execute(LOCK_ORDER, (order_id,)).fetchone()
+        row = self._conn.execute(LOCK_ORDER, {"order_id": order_id}).fetchone()
         return LockedOrder(*row) if row else None
 
     def move(self, order: LockedOrder, *, to: str, event: str, message_id: str | None,
              reason: str | None) -> None:
-        cursor = self._conn.execute(SET_STATUS, (to, reason, order.order_id, order.placed_at, order.status))
+        cursor = self._conn.execute(SET_STATUS, {"to": to, "reason": reason, "order_id": order.order_id,
+                                                "placed_at": order.placed_at, "from": order.status})
         if cursor.rowcount != 1:
             raise IntegrityViolation(f"order {order.order_id} left {order.status} under its lock")
-        self._conn.execute(ADD_TRANSITION, (order.order_id, order.status, to, event, message_id, reason))
+        self._conn.execute(ADD_TRANSITION, {"order_id": order.order_id, "from": order.status, "to": to,
+                                            "event": event, "message_id": message_id, "reason": reason})
 
     def expiry_candidates(self, *, older_than_seconds: float, limit: int) -> list[UUID]:
-        return [r[0] for r in self._conn.execute(EXPIRY_CANDIDATES, (older_than_seconds, limit))]
+        return [r[0] for r in self._conn.execute(EXPIRY_CANDIDATES, {"older_than": older_than_seconds,
+                                                                   "limit": limit})]

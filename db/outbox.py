@@ -16,11 +16,13 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from conveyor.db.notify import NOTIFY_OUTBOX
+
 ADD = """
 INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, message_type)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+VALUES (%(message_id)s, %(exchange)s, %(routing_key)s, %(correlation_id)s, %(payload)s, %(ordering_key)s,
+        %(message_type)s)
 """
-NOTIFY = "SELECT pg_notify('conveyor_outbox', '')"
 # Never page by `id > last_seen`: ids are taken at insert but become visible at commit.
 # Within a look-ahead window of the oldest pending rows, at most `per_key` rows of each
 # ordering key are claimed (its oldest), so a hot SKU's backlog cannot crowd the others
@@ -50,19 +52,13 @@ FOR UPDATE OF o SKIP LOCKED
 """
 # Confirmed rows are deleted at once: the ledger (stock_movements) and the logs keep the
 # history, and a table that only holds what is pending stays small.
-SETTLE = "DELETE FROM outbox WHERE id = ANY(%s)"
+SETTLE = "DELETE FROM outbox WHERE id = ANY(%(ids)s)"
 # Rows marked sent by an older relay (before V003 it kept them for an hour).
 PURGE_SENT = """
 DELETE FROM outbox WHERE id IN (
-    SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => %s) LIMIT %s)
+    SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => %(older_than)s) LIMIT %(limit)s)
 """
-STATS = """
-SELECT count(*), min(created_at), now() - min(created_at), now()
-FROM outbox WHERE sent_at IS NULL
-"""
-PENDING_BY_EXCHANGE = """
-SELECT exchange, count(*) FROM outbox WHERE sent_at IS NULL GROUP BY exchange ORDER BY exchange
-"""
+# How much is pending (``conveyor relay status``) is read in ``conveyor.db.views``.
 
 
 @dataclass(frozen=True)
@@ -78,15 +74,6 @@ class OutboxRow:
     message_type: str | None = None
 
 
-@dataclass(frozen=True)
-class OutboxStats:
-    pending: int
-    oldest_pending_at: datetime | None
-    oldest_pending_age_s: float | None
-    pending_by_exchange: dict[str, int]
-    checked_at: datetime
-
-
 class Outbox:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
@@ -97,11 +84,12 @@ class Outbox:
         """Write an event; events sharing ``ordering_key`` (default: the correlation id,
         i.e. the order) are published in the order they were written."""
         message_id = str(uuid.uuid4())
-        self._conn.execute(ADD, (message_id, exchange, routing_key, correlation_id, Jsonb(payload),
-                                 ordering_key or correlation_id, message_type))
+        self._conn.execute(ADD, {"message_id": message_id, "exchange": exchange, "routing_key": routing_key,
+                                 "correlation_id": correlation_id, "payload": Jsonb(payload),
+                                 "ordering_key": ordering_key or correlation_id, "message_type": message_type})
         if not self._notified:
             # One NOTIFY per transaction: it is a wake-up for the relay, not the data.
-            self._conn.execute(NOTIFY)
+            self._conn.execute(NOTIFY_OUTBOX)
             self._notified = True
         return message_id
 
@@ -117,13 +105,7 @@ class Outbox:
     def settle(self, ids: list[int]) -> None:
         """The broker confirmed these rows: they are done."""
         if ids:
-            self._conn.execute(SETTLE, (ids,))
+            self._conn.execute(SETTLE, {"ids": ids})
 
     def purge_sent(self, *, older_than_seconds: float, limit: int = 10_000) -> int:
-        return self._conn.execute(PURGE_SENT, (older_than_seconds, limit)).rowcount
-
-    def stats(self) -> OutboxStats:
-        pending, oldest, age, now = self._conn.execute(STATS).fetchone()
-        by_exchange = dict(self._conn.execute(PENDING_BY_EXCHANGE).fetchall())
-        return OutboxStats(pending, oldest, age.total_seconds() if age is not None else None,
-                           by_exchange, now)
+        return self._conn.execute(PURGE_SENT, {"older_than": older_than_seconds, "limit": limit}).rowcount

@@ -53,12 +53,14 @@ SELECT count(*), coalesce(sum(on_hand), 0), coalesce(sum(reserved), 0) FROM stoc
 def run_checks(conn: psycopg.Connection, *, limit: int = 100) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {}
     for name, query in CHECKS.items():
-        cursor = conn.execute(f"{query} LIMIT %s", (limit,))
-        columns = [c.name for c in cursor.description]
-        results[name] = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        cursor = conn.execute(f"{query} LIMIT %(limit)s", {"limit": limit})
+        columns = [c.name for c in cursor.description or ()]
+        results[name] = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     return results
 
 
 def totals(conn: psycopg.Connection) -> dict[str, int]:
-    skus, on_hand, reserved = conn.execute(SUMMARY).fetchone()
+    row = conn.execute(SUMMARY).fetchone()
+    assert row is not None, "an aggregate query returns one row"
+    skus, on_hand, reserved = row
     return {"skus": skus, "on_hand": int(on_hand), "reserved": int(reserved)}

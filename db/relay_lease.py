@@ -13,16 +13,13 @@ lease runs out ``ttl`` seconds after its last renewal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 import psycopg
 
 LEASE = "outbox"
 
 # The publisher stops publishing a batch well before this fires, so a relay whose database
 # connection silently died cannot still be publishing once its row locks are released.
-FENCE = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
+FENCE = "SELECT set_config('idle_in_transaction_session_timeout', %(timeout)s, true)"
 ACQUIRE = """
 UPDATE relay_lease l
 SET holder = %(holder)s,
@@ -46,24 +43,9 @@ WHERE name = %(name)s AND holder = %(holder)s
 """
 RELEASE = """
 UPDATE relay_lease SET holder = NULL, expires_at = NULL, renewed_at = now()
-WHERE name = %s AND holder = %s
+WHERE name = %(name)s AND holder = %(holder)s
 """
-SHOW = """
-SELECT holder, acquired_at, renewed_at, expires_at, coalesce(expires_at > now(), false),
-       last_sent_at, sent_total
-FROM relay_lease WHERE name = %s
-"""
-
-
-@dataclass(frozen=True)
-class LeaseState:
-    holder: str | None
-    acquired_at: datetime | None
-    renewed_at: datetime | None
-    expires_at: datetime | None
-    live: bool
-    last_sent_at: datetime | None
-    sent_total: int
+# Who holds the lease (``conveyor relay status``) is read in ``conveyor.db.views``.
 
 
 class RelayLease:
@@ -77,7 +59,7 @@ class RelayLease:
 
     def acquire(self) -> bool:
         """Take or renew the lease for the current transaction; False: another relay has it."""
-        self._conn.execute(FENCE, (str(self.idle_timeout_ms),))
+        self._conn.execute(FENCE, {"timeout": str(self.idle_timeout_ms)})
         row = self._conn.execute(ACQUIRE, {"holder": self.holder, "ttl": self.ttl_seconds,
                                            "name": self.name}).fetchone()
         return row is not None
@@ -87,9 +69,4 @@ class RelayLease:
                                     "name": self.name, "sent": sent})
 
     def release(self) -> None:
-        self._conn.execute(RELEASE, (self.name, self.holder))
-
-
-def lease_state(conn: psycopg.Connection, name: str = LEASE) -> LeaseState | None:
-    row = conn.execute(SHOW, (name,)).fetchone()
-    return LeaseState(*row) if row else None
+        self._conn.execute(RELEASE, {"name": self.name, "holder": self.holder})

@@ -10,23 +10,23 @@ from uuid import UUID
 
 import psycopg
 
-SKUS_OF_ORDER = "SELECT tenant_id, sku FROM reservations WHERE order_id = %s"
-SKUS_OF_ORDERS = "SELECT tenant_id, sku FROM reservations WHERE order_id = ANY(%s)"
+SKUS_OF_ORDER = "SELECT tenant_id, sku FROM reservations WHERE order_id = %(order_id)s"
+SKUS_OF_ORDERS = "SELECT tenant_id, sku FROM reservations WHERE order_id = ANY(%(order_ids)s)"
 RELEASE = """
 WITH settled AS (
     UPDATE reservations SET state = 'RELEASED', settled_at = now()
-    WHERE order_id = %s AND state = 'HELD'
+    WHERE order_id = %(order_id)s AND state = 'HELD'
     RETURNING tenant_id, sku, quantity)
-UPDATE stock_levels s SET reserved = s.reserved - settled.quantity, last_cause = %s
+UPDATE stock_levels s SET reserved = s.reserved - settled.quantity, last_cause = %(cause)s
 FROM settled WHERE s.tenant_id = settled.tenant_id AND s.sku = settled.sku
 """
 COMMIT = """
 WITH settled AS (
     UPDATE reservations SET state = 'COMMITTED', settled_at = now()
-    WHERE order_id = %s AND state = 'HELD'
+    WHERE order_id = %(order_id)s AND state = 'HELD'
     RETURNING tenant_id, sku, quantity)
 UPDATE stock_levels s
-SET on_hand = s.on_hand - settled.quantity, reserved = s.reserved - settled.quantity, last_cause = %s
+SET on_hand = s.on_hand - settled.quantity, reserved = s.reserved - settled.quantity, last_cause = %(cause)s
 FROM settled WHERE s.tenant_id = settled.tenant_id AND s.sku = settled.sku
 """
 
@@ -36,12 +36,12 @@ class ReservationRepository:
         self._conn = conn
 
     def skus_of(self, order_ids: list[UUID]) -> list[tuple[str, str]]:
-        return [(t, s) for t, s in self._conn.execute(SKUS_OF_ORDERS, (order_ids,))]
+        return [(t, s) for t, s in self._conn.execute(SKUS_OF_ORDERS, {"order_ids": order_ids})]
 
     def release(self, order_id: UUID, *, cause: str) -> int:
         """Give the order's held stock back; returns the number of SKUs released."""
-        return self._conn.execute(RELEASE, (order_id, cause)).rowcount
+        return self._conn.execute(RELEASE, {"order_id": order_id, "cause": cause}).rowcount
 
     def commit(self, order_id: UUID, *, cause: str) -> int:
         """The goods left: on hand and reserved both go down by the held quantities."""
-        return self._conn.execute(COMMIT, (order_id, cause)).rowcount
+        return self._conn.execute(COMMIT, {"order_id": order_id, "cause": cause}).rowcount

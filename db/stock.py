@@ -8,23 +8,21 @@ from dataclasses import dataclass
 
 import psycopg
 
+from conveyor.db import views
+
 ENSURE_PRODUCT = """
-INSERT INTO products (tenant_id, sku, name, price, currency) VALUES (%s, %s, %s, %s, %s)
+INSERT INTO products (tenant_id, sku, name, price, currency)
+VALUES (%(tenant_id)s, %(sku)s, %(name)s, %(price)s, %(currency)s)
 ON CONFLICT (tenant_id, sku) DO NOTHING
 """
 ENSURE_TENANT = """
-INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT (tenant_id) DO NOTHING
+INSERT INTO tenants (tenant_id, name) VALUES (%(tenant_id)s, %(name)s) ON CONFLICT (tenant_id) DO NOTHING
 """
 SET_ON_HAND = """
-INSERT INTO stock_levels (tenant_id, sku, on_hand, last_cause) VALUES (%s, %s, %s, %s)
+INSERT INTO stock_levels (tenant_id, sku, on_hand, last_cause) VALUES (%(tenant_id)s, %(sku)s, %(on_hand)s, %(cause)s)
 ON CONFLICT (tenant_id, sku) DO UPDATE
 SET on_hand = EXCLUDED.on_hand, last_cause = EXCLUDED.last_cause
 RETURNING sku, on_hand, reserved
-"""
-SHOW = """
-SELECT s.sku, s.tenant_id, s.on_hand, s.reserved, s.version, s.updated_at, p.name, p.price, p.currency
-FROM stock_levels s JOIN products p USING (tenant_id, sku)
-WHERE s.tenant_id = %s AND s.sku = %s
 """
 
 
@@ -45,19 +43,14 @@ class StockRepository:
 
     def set_on_hand(self, tenant_id: str, sku: str, on_hand: int, *, name: str = "",
                     price: str = "0", currency: str = "EUR", cause: str = "stock-set") -> StockLevel:
-        self._conn.execute(ENSURE_TENANT, (tenant_id, tenant_id))
-        self._conn.execute(ENSURE_PRODUCT, (tenant_id, sku, name or sku, price, currency))
-        sku, on_hand, reserved = self._conn.execute(
-            SET_ON_HAND, (tenant_id, sku, on_hand, f"{cause}:{uuid.uuid4()}")).fetchone()
-        return StockLevel(sku, on_hand, reserved)
+        self._conn.execute(ENSURE_TENANT, {"tenant_id": tenant_id, "name": tenant_id})
+        self._conn.execute(ENSURE_PRODUCT, {"tenant_id": tenant_id, "sku": sku, "name": name or sku,
+                                            "price": price, "currency": currency})
+        row = self._conn.execute(SET_ON_HAND, {"tenant_id": tenant_id, "sku": sku, "on_hand": on_hand,
+                                               "cause": f"{cause}:{uuid.uuid4()}"}).fetchone()
+        assert row is not None  # an upsert with RETURNING always returns its row
+        return StockLevel(*row)
 
     def show(self, tenant_id: str, sku: str) -> dict | None:
-        row = self._conn.execute(SHOW, (tenant_id, sku)).fetchone()
-        if row is None:
-            return None
-        sku, tenant, on_hand, reserved, version, updated_at, name, price, currency = row
-        return {
-            "sku": sku, "tenant_id": tenant, "on_hand": on_hand, "reserved": reserved,
-            "available": on_hand - reserved, "version": version, "updated_at": updated_at.isoformat(),
-            "name": name, "price": str(price), "currency": currency,
-        }
+        """The SKU's level and product, JSON-ready (``conveyor.db.views.stock``)."""
+        return views.stock(self._conn, tenant_id, sku)

@@ -16,9 +16,10 @@ import hashlib
 
 from pydantic import BaseModel, Field
 
+from conveyor.schemas.names import INVENTORY_EXCHANGE
 from conveyor.schemas.types import MESSAGE_CONFIG, Reason, Sku, TenantId, Timestamp
 
-EXCHANGE = "inventory"
+EXCHANGE = INVENTORY_EXCHANGE
 MESSAGE_TYPE = "stock.changed"
 ROUTING_KEY_TEMPLATE = "stock.changed.{tenant}.{sku}"
 MAX_ROUTING_KEY_BYTES = 255

@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     for module in EXTENSIONS:
         importlib.import_module(module)
     key = " ".join(filter(None, [args.command, getattr(args, f"{args.command}_command", None)]))
+    from conveyor.db.errors import wrap_exceptions
+
     try:
-        return COMMANDS[key](args)
+        with wrap_exceptions():  # a driver error leaves as Conveyor's (conveyor.db.errors)
+            return COMMANDS[key](args)
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # noqa: BLE001 - one clear line, not a traceback
@@ -133,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(error: Exception) -> int:
     import pika.exceptions
-    import psycopg
 
-    from conveyor.db.errors import MigrationError
+    from conveyor.db.errors import DatabaseError, MigrationError
     from conveyor.workers.logging import redact_url
 
     text = redact_url(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     if isinstance(error, MigrationError):
         print(f"conveyor: migration refused: {text}", file=sys.stderr)
         return EXIT_FAILED
-    if isinstance(error, (psycopg.OperationalError, pika.exceptions.AMQPConnectionError, ConnectionError)):
+    if isinstance(error, DatabaseError) and error.operational or isinstance(
+            error, (pika.exceptions.AMQPConnectionError, ConnectionError)):
         print(f"conveyor: cannot reach a dependency: {type(error).__name__}: {text}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     if isinstance(error, ValueError):

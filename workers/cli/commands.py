@@ -62,27 +62,28 @@ def run(args: argparse.Namespace) -> int:
 
 @command("stock set")
 def stock_set(args: argparse.Namespace) -> int:
-    from conveyor.db.connection import connect
+    from conveyor.db import views
+    from conveyor.db.connection import connect, transaction
     from conveyor.db.stock import StockRepository
 
     tenant = args.tenant or args.settings.default_tenant
     if args.quantity < 0:
         raise ValueError("quantity must be >= 0")
-    with connect(args.settings.database_url) as conn, conn.transaction():
+    with connect(args.settings.database_url) as conn, transaction(conn):
         StockRepository(conn).set_on_hand(tenant, args.sku, args.quantity)
-        shown = StockRepository(conn).show(tenant, args.sku)
+        shown = views.stock(conn, tenant, args.sku)
     emit(args, shown, _stock_text(shown))
     return EXIT_OK
 
 
 @command("stock show")
 def stock_show(args: argparse.Namespace) -> int:
+    from conveyor.db import views
     from conveyor.db.connection import connect
-    from conveyor.db.stock import StockRepository
 
     tenant = args.tenant or args.settings.default_tenant
     with connect(args.settings.database_url) as conn:
-        shown = StockRepository(conn).show(tenant, args.sku)
+        shown = views.stock(conn, tenant, args.sku)
     if shown is None:
         emit(args, {"error": "not_found", "sku": args.sku, "tenant_id": tenant},
              f"no SKU {args.sku!r} for tenant {tenant!r}")
@@ -98,11 +99,11 @@ def _stock_text(s: dict) -> str:
 
 @command("order show")
 def order_show(args: argparse.Namespace) -> int:
+    from conveyor.db import views
     from conveyor.db.connection import connect
-    from conveyor.db.orders import OrderRepository
 
     with connect(args.settings.database_url) as conn:
-        order = OrderRepository(conn).show(args.order_id)
+        order = views.order(conn, args.order_id)
     if order is None:
         emit(args, {"error": "not_found", "order_id": str(args.order_id)}, f"no order {args.order_id}")
         return EXIT_NOT_FOUND

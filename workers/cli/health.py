@@ -24,10 +24,11 @@ def _probe(fn) -> dict:
 
 
 def _database(settings: Settings) -> None:
+    from conveyor.db import views
     from conveyor.db.connection import connect
 
     with connect(settings.database_url) as conn:
-        conn.execute("SELECT 1")
+        views.ping(conn)
 
 
 def _broker(settings: Settings) -> None:

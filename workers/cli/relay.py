@@ -31,11 +31,10 @@ def relay_status(args: argparse.Namespace) -> int:
 
 
 def read_status(conn) -> dict:
-    from conveyor.db.outbox import Outbox
-    from conveyor.db.relay_lease import lease_state
+    from conveyor.db import views
 
-    stats = Outbox(conn).stats()
-    lease = lease_state(conn)
+    stats = views.outbox_stats(conn)
+    lease = views.lease_state(conn)
     live = bool(lease and lease.live)
     return {
         "pending": stats.pending,

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import pika
 
+from conveyor.schemas.names import ORDER_EVENTS_EXCHANGE, ORDERS_EXCHANGE, PAYMENTS_EXCHANGE, SHIPMENTS_EXCHANGE
+
 FINAL_EVENTS = {"order.rejected": "REJECTED", "order.delivered": "DELIVERED",
                 "order.cancelled": "CANCELLED", "order.expired": "EXPIRED"}
 
@@ -43,14 +45,14 @@ class World:
     def start(self) -> None:
         threading.Thread(target=self._run, name="demo-world", daemon=True).start()
         if not self.ready.wait(15):
-            raise RuntimeError("the simulated providers could not subscribe to order-events")
+            raise RuntimeError(f"the simulated providers could not subscribe to {ORDER_EVENTS_EXCHANGE}")
 
     def _run(self) -> None:
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         self._channel = connection.channel()
         self._channel.confirm_delivery()
         queue = self._channel.queue_declare("", exclusive=True).method.queue
-        self._channel.queue_bind(queue, "order-events", routing_key="order.*")
+        self._channel.queue_bind(queue, ORDER_EVENTS_EXCHANGE, routing_key="order.*")
         self._channel.basic_consume(queue, self._on_event, auto_ack=True)
         self.ready.set()
         while not self.stop.is_set():
@@ -73,20 +75,22 @@ class World:
         if roll < b.abandonment:
             return
         if roll < b.abandonment + b.cancellation:
-            self._send("orders", "order.cancelled", {"order_id": order_id, "reason": "customer changed mind"})
+            self._send(ORDERS_EXCHANGE, "order.cancelled", {"order_id": order_id, "reason": "customer changed mind"})
         elif roll < b.abandonment + b.cancellation + b.payment_failure:
-            self._send("payments", "payment.failed", {"order_id": order_id, "payment_id": _id("pay"),
-                                                      "reason": "card declined"})
+            self._send(PAYMENTS_EXCHANGE, "payment.failed", {"order_id": order_id, "payment_id": _id("pay"),
+                                                               "reason": "card declined"})
         else:
-            self._send("payments", "payment.authorized", {"order_id": order_id, "payment_id": _id("pay"),
-                                                          "amount": self.totals[order_id], "currency": "EUR"})
+            self._send(PAYMENTS_EXCHANGE, "payment.authorized", {"order_id": order_id, "payment_id": _id("pay"),
+                                                                   "amount": self.totals[order_id], "currency": "EUR"})
 
     def _dispatch(self, order_id: str) -> None:
-        self._send("shipments", "shipment.dispatched", {"order_id": order_id, "shipment_id": f"ship-{order_id}",
-                                                        "carrier": "DemoPost", "tracking_number": _id("DP")})
+        self._send(SHIPMENTS_EXCHANGE, "shipment.dispatched", {"order_id": order_id,
+                                                                 "shipment_id": f"ship-{order_id}",
+                                                                 "carrier": "DemoPost", "tracking_number": _id("DP")})
 
     def _deliver(self, order_id: str) -> None:
-        self._send("shipments", "shipment.delivered", {"order_id": order_id, "shipment_id": f"ship-{order_id}"})
+        self._send(SHIPMENTS_EXCHANGE, "shipment.delivered",
+                   {"order_id": order_id, "shipment_id": f"ship-{order_id}"})
 
     def _send(self, exchange: str, routing_key: str, body: dict) -> None:
         properties = pika.BasicProperties(message_id=str(uuid.uuid4()), content_type="application/json",

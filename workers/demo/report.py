@@ -8,42 +8,28 @@ of ``conveyor reconcile``.
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
+from conveyor.db import views
 from conveyor.db.connection import connect
 from conveyor.db.reconcile import run_checks
 from conveyor.workers.runtime.amqp import queue_depth
 from conveyor.workers.runtime.topology import dlq_name
 
 STATES = ("RESERVED", "REJECTED", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "EXPIRED")
-COUNTS = "SELECT status, count(*) FROM orders GROUP BY status"
-OVERSOLD = "SELECT count(*) FROM stock_levels WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
-DUPLICATES = "SELECT count(*) - count(DISTINCT order_id) FROM orders"
-# What the orders imply for each SKU, next to what the stock table says.
-IMPLIED = """
-SELECT s.sku, s.on_hand, s.reserved,
-       %s - coalesce(sum(l.quantity) FILTER (WHERE o.status IN ('SHIPPED', 'DELIVERED')), 0) AS implied_on_hand,
-       coalesce(sum(l.quantity) FILTER (WHERE o.status IN ('RESERVED', 'PAID')), 0) AS implied_reserved
-FROM stock_levels s
-LEFT JOIN order_lines l ON l.sku = s.sku
-LEFT JOIN orders o ON o.order_id = l.order_id
-GROUP BY s.sku, s.on_hand, s.reserved
-"""
 QUEUES = ("conveyor.orders", "conveyor.payments", "conveyor.shipments")
 
 
 def summarise(env, orders, catalogue, sent_at, world, *, publish_seconds: float) -> dict:
     with connect(env.database_url) as conn:
-        counts = dict(conn.execute(COUNTS).fetchall())
-        oversold = conn.execute(OVERSOLD).fetchone()[0]
-        duplicates = conn.execute(DUPLICATES).fetchone()[0]
-        implied = conn.execute(IMPLIED, (catalogue.stock,)).fetchall()
+        seen = views.demo_counts(conn, seeded_stock=catalogue.stock)
         drift = {name: len(rows) for name, rows in run_checks(conn).items() if rows}
-    mismatched = [sku for sku, on_hand, reserved, want_on_hand, want_reserved in implied
-                  if (on_hand, reserved) != (want_on_hand, want_reserved)]
+    counts, oversold, duplicates, implied = seen.by_status, seen.oversold_skus, seen.duplicate_orders, seen.stock
+    mismatched = [level.sku for level in implied if not level.matches]
     decided = world.decided_at
     latencies = sorted((decided[o] - sent_at[o]) * 1000 for o in sent_at if o in decided)
     first, last = min(sent_at.values()), max(decided.values(), default=0.0)
-    summary = {
+    summary: dict[str, Any] = {
         "orders_published": len(orders),
         "orders_decided": sum(counts.values()),
         "final_states": {state: counts.get(state, 0) for state in STATES},

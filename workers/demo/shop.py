@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 
 import pika
 
+from conveyor.schemas.names import ORDERS_EXCHANGE
+
 ORDER_PROPERTIES = dict(content_type="application/json", delivery_mode=2, type="order.created")
 
 
@@ -52,7 +54,7 @@ def publish_orders(channel, orders: list[dict], *, rate: float, on_published) ->
             time.sleep(max(0.0, started + index / rate - time.monotonic()))
         properties = pika.BasicProperties(message_id=str(uuid.uuid4()), **ORDER_PROPERTIES)
         sent_at[order["order_id"]] = time.monotonic()
-        channel.basic_publish("orders", "order.created", json.dumps(order).encode(),
+        channel.basic_publish(ORDERS_EXCHANGE, "order.created", json.dumps(order).encode(),
                               properties=properties, mandatory=True)
         on_published()
     return sent_at

@@ -13,9 +13,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import psycopg
-
 from conveyor.db.audit import AuditLog
+from conveyor.db.connection import Connection
 from conveyor.workers.dlq.fingerprint import fingerprint
 from conveyor.workers.dlq.letters import DeadLetter
 
@@ -44,7 +43,7 @@ def storable(text: str | None) -> str | None:
 
 @dataclass
 class AuditTrail:
-    conn: psycopg.Connection
+    conn: Connection
     action: str
     queue: str
     operator: str

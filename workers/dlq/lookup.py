@@ -11,12 +11,11 @@ import json
 from dataclasses import dataclass
 from uuid import UUID
 
-import psycopg
-
+from conveyor.db import views
 from conveyor.db.audit import AuditLog
-from conveyor.db.connection import connect
+from conveyor.db.connection import Connection, connect
+from conveyor.db.errors import DatabaseError, wrap_exceptions
 from conveyor.db.inbox import Inbox
-from conveyor.db.orders import OrderRepository
 from conveyor.workers.config import Settings
 from conveyor.workers.dlq.reader import DlqSession, Held
 
@@ -42,17 +41,19 @@ def find(settings: Settings, dlq: str, message_id: str) -> Found | None:
 def what_conveyor_knows(settings: Settings, held: Held) -> dict:
     """Inbox, order and audit history; ``{"error": ...}`` when the database does not answer."""
     try:
-        with connect(settings.database_url, application_name="conveyor-dlq") as conn:
+        with wrap_exceptions(), connect(settings.database_url, application_name="conveyor-dlq") as conn:
             return _knowledge(conn, held)
-    except psycopg.OperationalError as error:
+    except DatabaseError as error:
+        if not error.operational:
+            raise
         return {"error": f"database unreachable: {type(error).__name__}"}
 
 
-def _knowledge(conn: psycopg.Connection, held: Held) -> dict:
+def _knowledge(conn: Connection, held: Held) -> dict:
     message_id, order_id = held.letter.message_id, _uuid(held.letter.order_id)
     return {
         "processed": bool(message_id) and bool(Inbox(conn).seen([message_id])),
-        "order": OrderRepository(conn).show(order_id) if order_id else None,
+        "order": views.order(conn, order_id) if order_id else None,
         "audit": AuditLog(conn).history(message_id) if message_id else [],
     }
 

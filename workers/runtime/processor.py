@@ -17,12 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import psycopg
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
                       wait_random_exponential)
 
-from conveyor.db.connection import DedicatedConnection
-from conveyor.db.errors import is_transient, translate
+from conveyor.db.connection import Connection, DedicatedConnection, transaction
+from conveyor.db.errors import DatabaseError, is_outage, is_transient
 from conveyor.db.locks import lock_stock
 from conveyor.db.uow import UnitOfWork
 from conveyor.schemas.errors import InvalidMessage
@@ -131,17 +130,16 @@ class Processor:
                 return
             except (RetryError, Exception) as error:  # noqa: BLE001 - classified below
                 error = _unwrap(error)
-                if _is_outage(error) and not self.stop.is_set():
+                if is_outage(error) and not self.stop.is_set():
                     log.warning("database_unavailable", worker=self.spec.name, error=repr(error)[:300],
                                 retry_in_s=outage_wait)
                     self.stop.wait(outage_wait)
                     outage_wait = min(outage_wait * 2, 10.0)
                     continue
-                if _is_outage(error):
+                if is_outage(error):
                     for result in results:
                         result.abandoned = True
                     return
-                error = translate(error) if isinstance(error, psycopg.Error) else error
                 for result in results:
                     result.outcome, result.error = None, error
                 return
@@ -150,7 +148,7 @@ class Processor:
         return Retrying(
             stop=stop_after_attempt(self.settings.local_retries + 1),
             wait=wait_random_exponential(multiplier=0.02, max=0.5),
-            retry=retry_if_exception(lambda e: is_transient(e) and not _is_outage(e)),
+            retry=retry_if_exception(lambda e: is_transient(e) and not is_outage(e)),
             reraise=True,
         )
 
@@ -158,13 +156,13 @@ class Processor:
         conn = self.db.get()
         if _batchable(results) and self._run_set_based(conn, results):
             return
-        with conn.transaction():
+        with transaction(conn):
             lock_stock(conn, self._lock_pairs(conn, results))
             for result in results:
                 self._run_one(conn, result)
 
     @staticmethod
-    def _lock_pairs(conn: psycopg.Connection, results: list[Result]) -> list[tuple[str, str]]:
+    def _lock_pairs(conn: Connection, results: list[Result]) -> list[tuple[str, str]]:
         pairs = [pair for r in results for pair in r.parsed.lock_pairs]
         uow = UnitOfWork(conn)
         for result in results:
@@ -172,13 +170,13 @@ class Processor:
                 pairs.extend(result.parsed.route.lock_query(result.parsed.message, uow))
         return pairs
 
-    def _run_set_based(self, conn: psycopg.Connection, results: list[Result]) -> bool:
+    def _run_set_based(self, conn: Connection, results: list[Result]) -> bool:
         """Run a same-route batch through its batch handler in a transaction of its own: the
         locks and the inbox claim in one statement, the handler's few statements, commit.
         False when the batch failed: it rolled back, and each message then runs in a
         savepoint of its own (the culprit fails alone)."""
         try:
-            with conn.transaction():
+            with transaction(conn):
                 uow = UnitOfWork(conn)
                 todo = self._lock_and_claim(uow, results)
                 outcomes = results[0].parsed.route.batch_handler(
@@ -186,8 +184,8 @@ class Processor:
                 for result, outcome in zip(todo, outcomes, strict=True):
                     result.outcome = outcome
             return True
-        except psycopg.Error as error:
-            if is_transient(error) or conn.broken:
+        except DatabaseError as error:
+            if is_transient(error) or error.connection_broken:
                 raise
             log.info("batch_fallback", worker=self.spec.name, size=len(results), error=str(error)[:200])
         except Exception as error:  # noqa: BLE001 - the per-message path isolates the culprit
@@ -211,20 +209,20 @@ class Processor:
                 result.outcome = "duplicate_message"
         return todo
 
-    def _run_one(self, conn: psycopg.Connection, result: Result) -> None:
+    def _run_one(self, conn: Connection, result: Result) -> None:
         result.outcome, result.error = None, None
         parsed = result.parsed
         try:
-            with conn.transaction():  # a SAVEPOINT: this message's failure spares the batch
+            with transaction(conn):  # a SAVEPOINT: this message's failure spares the batch
                 uow = UnitOfWork(conn)
                 if not uow.inbox.claim(parsed.context.message_id, handler=self.spec.name):
                     result.outcome = "duplicate_message"
                     return
                 result.outcome = parsed.route.handler(parsed.message, uow, parsed.context)
-        except psycopg.Error as error:
-            if is_transient(error) or conn.broken:
+        except DatabaseError as error:
+            if is_transient(error) or error.connection_broken:
                 raise  # the whole transaction is suspect: retry the batch
-            result.error = translate(error)
+            result.error = error
         except Exception as error:  # noqa: BLE001 - a handler bug must not stop the batch
             result.error = error
 
@@ -277,9 +275,3 @@ def _unwrap(error: BaseException) -> BaseException:
     if isinstance(error, RetryError) and error.last_attempt.failed:
         return error.last_attempt.exception()
     return error
-
-
-def _is_outage(error: BaseException) -> bool:
-    """The database as a whole is unreachable (not one transaction's contention)."""
-    return isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) in (
-        None, "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from conveyor.schemas.names import INBOUND_EXCHANGES, OUTBOUND_EXCHANGES
 from conveyor.workers.runtime.spec import WorkerSpec
 
-INBOUND_EXCHANGES = ("orders", "payments", "shipments")
-OUTBOUND_EXCHANGES = ("order-events", "inventory")
+__all__ = ["INBOUND_EXCHANGES", "OUTBOUND_EXCHANGES"]  # re-exported: declared here, defined there
 # Events nobody has bound a queue for yet land here instead of being dropped or
 # blocking the relay (publishes are mandatory); bounded, oldest dropped first.
 UNROUTED = "conveyor.unrouted"

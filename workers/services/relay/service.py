@@ -1,7 +1,7 @@
 """The outbox relay: publishes outbox rows to RabbitMQ with confirms, deletes them after.
 
-The outbox table is the truth; NOTIFY on ``conveyor_outbox`` is only a wake-up. The relay
-LISTENs on its own autocommit connection, wakes on a notification or a poll timeout,
+The outbox table is the truth; NOTIFY on ``OUTBOX_CHANNEL`` (``conveyor.db.notify``) is only
+a wake-up. The relay LISTENs on its own autocommit connection, wakes on a notification or a poll timeout,
 drains the backlog after every (re)connect (notifications sent while it was away are
 lost), and publishes with ``mandatory`` and publisher confirms. A row is deleted only after
 its confirm, in the transaction that claimed it, so a crash in between republishes it
@@ -23,9 +23,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import psycopg
-
-from conveyor.db.connection import connect
+from conveyor.db import notify
+from conveyor.db.connection import Connection, connect, transaction
+from conveyor.db.errors import DatabaseError, wrap_exceptions
 from conveyor.db.outbox import Outbox, OutboxRow
 from conveyor.db.relay_lease import RelayLease
 from conveyor.workers.config import Settings
@@ -37,10 +37,16 @@ from conveyor.workers.runtime.reconnect import serve_reconnecting
 
 log = get_logger("conveyor.relay")
 
-CHANNEL = "conveyor_outbox"
-# Errors after which the relay reconnects (everything else is a bug: the thread dies and
-# the supervisor stops the process, so that it is restarted rather than limping on).
-DATABASE_ERRORS = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+
+
+def _reconnects(error: BaseException) -> bool:
+    """Errors after which the relay reconnects: operational database errors (the session
+    was ended for idling in a transaction included) and a lost broker. Everything else is
+    a bug: the thread dies and the supervisor stops the process, so that it is restarted
+    rather than limping on."""
+    if isinstance(error, DatabaseError):
+        return error.operational
+    return isinstance(error, amqp.CONNECTION_ERRORS)
 
 
 def default_holder() -> str:
@@ -80,9 +86,13 @@ class OutboxRelay:
         self._cooldown = Cooldown(seconds=poll_interval)
 
     def run(self) -> None:
-        serve_reconnecting(self._serve, stop=self.stop, errors=(*DATABASE_ERRORS, *amqp.CONNECTION_ERRORS),
-                           progress=lambda: self.connections, on_lost=self._connection_lost,
-                           max_delay=self.max_reconnect_delay)
+        serve_reconnecting(self._serve_translated, stop=self.stop, errors=(DatabaseError, *amqp.CONNECTION_ERRORS),
+                           should_reconnect=_reconnects, progress=lambda: self.connections,
+                           on_lost=self._connection_lost, max_delay=self.max_reconnect_delay)
+
+    def _serve_translated(self) -> None:
+        with wrap_exceptions():  # whatever the driver raises leaves as Conveyor's errors
+            self._serve()
 
     def _connection_lost(self, error: BaseException, delay: float) -> None:
         log.warning("relay_connection_lost", relay=self.holder, error=repr(error)[:300], retry_in_s=round(delay, 2))
@@ -93,7 +103,7 @@ class OutboxRelay:
                   "statement_timeout_ms": self.settings.statement_timeout_ms}
         with connect(self.settings.database_url, application_name="conveyor-relay-listen", **kwargs) as listener, \
              connect(self.settings.database_url, application_name="conveyor-relay", **kwargs) as conn:
-            listener.execute(f"LISTEN {CHANNEL}")
+            notify.listen(listener)
             broker = amqp.connect(self.settings, name="relay")
             try:
                 publisher = ConfirmingPublisher(broker)
@@ -106,7 +116,7 @@ class OutboxRelay:
                 if broker.is_open:
                     broker.close()
 
-    def _loop(self, listener: psycopg.Connection, conn: psycopg.Connection, broker,
+    def _loop(self, listener: Connection, conn: Connection, broker,
               publisher: ConfirmingPublisher) -> None:
         while not self.stop.is_set():
             pause = self.drain(conn, publisher)  # the first thing after every (re)connect
@@ -120,7 +130,7 @@ class OutboxRelay:
                 self._wait_for_wakeup(listener, self.poll_interval)
             broker.process_data_events(time_limit=0)  # heartbeats
 
-    def drain(self, conn: psycopg.Connection, publisher: ConfirmingPublisher) -> bool:
+    def drain(self, conn: Connection, publisher: ConfirmingPublisher) -> bool:
         """Publish batches while this relay leads and there is more (a short batch is not
         the end when a SKU reached its per-claim cap). Returns True
         when the relay should pause rather than wake on the next notification: it is a
@@ -137,9 +147,9 @@ class OutboxRelay:
                 return False  # the claim took everything pending: no need to ask again
         return False
 
-    def _publish_batch(self, conn: psycopg.Connection,
+    def _publish_batch(self, conn: Connection,
                        publisher: ConfirmingPublisher) -> tuple[list[OutboxRow], BatchResult | None]:
-        with conn.transaction():
+        with transaction(conn):
             lease = self._lease(conn)
             if not lease.acquire():
                 self._set_leader(False)
@@ -173,41 +183,36 @@ class OutboxRelay:
         per_key = Counter(row.ordering_key for row in rows if row.ordering_key is not None)
         return bool(per_key) and max(per_key.values()) >= self._key_cap
 
-    def _lease(self, conn: psycopg.Connection) -> RelayLease:
+    def _lease(self, conn: Connection) -> RelayLease:
         return RelayLease(conn, holder=self.holder, ttl_seconds=self.lease_seconds,
                           idle_timeout_ms=int(self.batch_timeout * 3000))
 
-    def _wait_for_wakeup(self, listener: psycopg.Connection, timeout: float) -> None:
+    def _wait_for_wakeup(self, listener: Connection, timeout: float) -> None:
         # One notification wakes us; the ones already received with it are the same news.
-        for _ in listener.notifies(timeout=timeout, stop_after=1):
-            pass
-        for _ in listener.notifies(timeout=0):
-            pass
+        notify.wait_for_wakeup(listener, timeout)
 
-    def _sleep(self, listener: psycopg.Connection, timeout: float) -> None:
+    def _sleep(self, listener: Connection, timeout: float) -> None:
         # Still read the notifications: a listener that never does holds up the server's
         # notification queue for everybody.
-        for _ in listener.notifies(timeout=timeout):
-            if self.stop.is_set():
-                return
+        notify.drain_for(listener, timeout, stop=self.stop.is_set)
 
     def _set_leader(self, leader: bool) -> None:
         if leader != self.is_leader:
             log.info("relay_leader" if leader else "relay_standby", relay=self.holder)
         self.is_leader = leader
 
-    def _step_down(self, conn: psycopg.Connection) -> None:
+    def _step_down(self, conn: Connection) -> None:
         """On a clean stop, hand the lease over at once instead of letting it run out."""
         if self.is_leader:
-            with conn.transaction():
+            with transaction(conn):
                 self._lease(conn).release()
             self._set_leader(False)
 
-    def _purge(self, conn: psycopg.Connection) -> None:
+    def _purge(self, conn: Connection) -> None:
         if time.monotonic() - self._last_purge < 60:
             return
         self._last_purge = time.monotonic()
-        with conn.transaction():
+        with transaction(conn):
             removed = Outbox(conn).purge_sent(older_than_seconds=self.keep_sent_seconds)
         if removed:
             log.info("outbox_purged", rows=removed)
