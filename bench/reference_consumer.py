@@ -12,7 +12,7 @@ import pika
 
 from conveyor.db.connection import connect
 from conveyor.db.locks import lock_stock
-from conveyor.db.uow import UnitOfWork
+from conveyor.db.uow import PostgresUnitOfWork
 from conveyor.schemas.orders import OrderCreated
 from conveyor.schemas.parsing import parse_message
 from conveyor.workers.config import load_settings
@@ -33,7 +33,7 @@ def main() -> None:
                              routing_key=method.routing_key, attempt=1,
                              default_tenant=settings.default_tenant)
         with conn.transaction():
-            uow = UnitOfWork(conn)
+            uow = PostgresUnitOfWork(conn)
             lock_stock(conn, lock_pairs(message, ctx))
             if uow.inbox.claim(ctx.message_id, handler="reference"):
                 handle_order_created(message, uow, ctx)

@@ -10,7 +10,7 @@ import psycopg
 
 from conveyor.db.connection import connect
 from conveyor.db.locks import stock_lock_key
-from conveyor.db.uow import UnitOfWork
+from conveyor.db.uow import PostgresUnitOfWork
 from tests.support.workers import created_delivery, order_body, order_processor, scalar, set_stock
 
 
@@ -88,7 +88,7 @@ def test_the_inbox_claim_takes_the_batchs_stock_locks_first(database_url):
     # Given a transaction that claimed two message ids after locking (default, A) and (default, B)
     with connect(database_url) as conn, connect(database_url) as other:  # both autocommit
         with conn.transaction():
-            fresh = UnitOfWork(conn).inbox.claim_many(["m1", "m2"], handler="orders",
+            fresh = PostgresUnitOfWork(conn).inbox.claim_many(["m1", "m2"], handler="orders",
                                                       after_locking=[("default", "B"), ("default", "A")])
             # Then while it is open, nobody else gets those locks; another SKU's is free
             taken = [other.execute("SELECT pg_try_advisory_xact_lock(%s)", (stock_lock_key("default", s),))

@@ -11,7 +11,7 @@ import psycopg
 
 from conveyor.db.connection import connect, make_pool
 from conveyor.db.locks import lock_stock
-from conveyor.db.uow import UnitOfWork
+from conveyor.db.uow import PostgresUnitOfWork
 from tests.support.lifecycle import reconcile
 from conveyor.schemas.lifecycle import PaymentAuthorized
 from tests.support.workers import order_body, run_order, set_stock, settings_for
@@ -28,7 +28,7 @@ def pay(database_url: str, body: dict) -> str:
     message = PaymentAuthorized(order_id=body["order_id"], payment_id=f"pay-{body['order_id']}",
                                 amount="19.98", currency="EUR")
     with connect(database_url) as conn, conn.transaction():
-        uow = UnitOfWork(conn)
+        uow = PostgresUnitOfWork(conn)
         lock_stock(conn, uow.reservations.skus_of([message.order_id]))
         return payment_worker.handle_authorized(message, uow, ctx())
 

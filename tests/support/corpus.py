@@ -29,7 +29,7 @@ def seed_world(database_url: str, cases: list[Case]) -> None:
     The seeding's own events are removed from the outbox: only the cases' events go out."""
     from conveyor.db.connection import connect
     from conveyor.db.stock import StockRepository
-    from conveyor.db.uow import UnitOfWork
+    from conveyor.db.uow import PostgresUnitOfWork
 
     with connect(database_url) as conn:
         with conn.transaction():
@@ -42,7 +42,7 @@ def seed_world(database_url: str, cases: list[Case]) -> None:
         for case in cases:
             if case.seed:
                 with conn.transaction():
-                    _seed_order(UnitOfWork(conn), case.order_id, case.seed)
+                    _seed_order(PostgresUnitOfWork(conn), case.order_id, case.seed)
             if case.seeded_message:
                 conn.execute("INSERT INTO inbox (message_id, handler) VALUES (%s, 'corpus-seed')",
                              (case.message_id,))

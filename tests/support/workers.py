@@ -41,7 +41,7 @@ def order_body(*items: tuple[str, int], order_id: str | None = None, tenant_id: 
 def run_order(database_url: str, body: dict, *, message_id: str | None = None) -> str:
     from conveyor.db.connection import connect
     from conveyor.db.locks import lock_stock
-    from conveyor.db.uow import UnitOfWork
+    from conveyor.db.uow import PostgresUnitOfWork
     from conveyor.schemas.orders import OrderCreated
     from conveyor.schemas.parsing import parse_message
     from conveyor.workers.handlers.orders import handle_order_created, lock_pairs
@@ -52,7 +52,7 @@ def run_order(database_url: str, body: dict, *, message_id: str | None = None) -
                          attempt=1, default_tenant="default")
     with connect(database_url) as conn, conn.transaction():
         lock_stock(conn, lock_pairs(message, ctx))
-        return handle_order_created(message, UnitOfWork(conn), ctx)
+        return handle_order_created(message, PostgresUnitOfWork(conn), ctx)
 
 
 def publish(amqp_url: str, messages: list[tuple[bytes, dict]], *, exchange: str = "orders",

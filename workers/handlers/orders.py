@@ -9,15 +9,14 @@ from conveyor.db.intake import Held, NewLine, NewOrder, OrderKey, OutboxEvent
 from conveyor.db.stock import StockLevel
 from conveyor.db.uow import UnitOfWork
 from conveyor.schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
-from conveyor.schemas.orders import OrderCreated
 from conveyor.schemas.lifecycle import CancelOrder
+from conveyor.schemas.names import ORDER_EVENTS_EXCHANGE, ORDERS_EXCHANGE
+from conveyor.schemas.orders import OrderCreated
 from conveyor.workers.domain import reservation
-from conveyor.workers.handlers import transitions
 from conveyor.workers.domain.lifecycle import Event
+from conveyor.workers.handlers import transitions
 from conveyor.workers.handlers.transitions import Details
 from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
-
-EVENTS_EXCHANGE = "order-events"
 
 
 def lock_pairs(message: OrderCreated, ctx: HandlerContext) -> list[tuple[str, str]]:
@@ -108,12 +107,12 @@ def _outcome_event(message: OrderCreated, tenant: str, decision: reservation.Res
             currency=message.currency, total=order_total(message), occurred_at=now,
             lines=[ReservedLine(line_no=n, sku=i.sku, quantity=i.quantity, unit_price=i.unit_price)
                    for n, i in enumerate(message.items, start=1)])
-        return OutboxEvent(EVENTS_EXCHANGE, "order.reserved", str(message.order_id), event.model_dump_json())
+        return OutboxEvent(ORDER_EVENTS_EXCHANGE, "order.reserved", str(message.order_id), event.model_dump_json())
     event = OrderRejected(
         order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id, occurred_at=now,
         lines=[RejectedLine(line_no=r.line_no, sku=r.sku, requested=r.requested,
                             available=r.available, reason=r.reason) for r in decision.rejections])
-    return OutboxEvent(EVENTS_EXCHANGE, "order.rejected", str(message.order_id), event.model_dump_json())
+    return OutboxEvent(ORDER_EVENTS_EXCHANGE, "order.rejected", str(message.order_id), event.model_dump_json())
 
 
 def handle_cancel(message: CancelOrder, uow: UnitOfWork, ctx: HandlerContext) -> str:
@@ -134,7 +133,7 @@ def _summary(decision: reservation.ReservationDecision) -> str:
 SPEC = WorkerSpec(
     name="orders",
     queue="conveyor.orders",
-    bindings=(("orders", "order.created"), ("orders", "order.cancelled")),
+    bindings=((ORDERS_EXCHANGE, "order.created"), (ORDERS_EXCHANGE, "order.cancelled")),
     routes={
         "order.created": Route(OrderCreated, handle_order_created, lock_pairs,
                                batch_handler=handle_order_created_batch),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from conveyor.db.uow import UnitOfWork
 from conveyor.schemas.lifecycle import PaymentAuthorized, PaymentFailed
-from conveyor.workers.handlers import transitions
+from conveyor.schemas.names import PAYMENTS_EXCHANGE
 from conveyor.workers.domain.lifecycle import Event, Kind, Status, step
+from conveyor.workers.handlers import transitions
+from conveyor.workers.handlers.transitions import Details
 from conveyor.workers.runtime.failure import PermanentError
 from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
-from conveyor.workers.handlers.transitions import Details
 
 
 def handle_authorized(message: PaymentAuthorized, uow: UnitOfWork, ctx: HandlerContext) -> str:
@@ -45,7 +46,7 @@ def _check_amount(message: PaymentAuthorized, order) -> None:
 SPEC = WorkerSpec(
     name="payments",
     queue="conveyor.payments",
-    bindings=(("payments", "payment.authorized"), ("payments", "payment.failed")),
+    bindings=((PAYMENTS_EXCHANGE, "payment.authorized"), (PAYMENTS_EXCHANGE, "payment.failed")),
     routes={
         "payment.authorized": Route(PaymentAuthorized, handle_authorized,
                                     lock_query=transitions.reservation_lock_pairs),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from conveyor.db.uow import UnitOfWork
 from conveyor.schemas.lifecycle import ShipmentDelivered, ShipmentDispatched
-from conveyor.workers.handlers import transitions
+from conveyor.schemas.names import SHIPMENTS_EXCHANGE
 from conveyor.workers.domain.lifecycle import Event
-from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
+from conveyor.workers.handlers import transitions
 from conveyor.workers.handlers.transitions import Details
+from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
 
 
 def handle_dispatched(message: ShipmentDispatched, uow: UnitOfWork, ctx: HandlerContext) -> str:
@@ -31,7 +32,7 @@ def handle_delivered(message: ShipmentDelivered, uow: UnitOfWork, ctx: HandlerCo
 SPEC = WorkerSpec(
     name="shipments",
     queue="conveyor.shipments",
-    bindings=(("shipments", "shipment.dispatched"), ("shipments", "shipment.delivered")),
+    bindings=((SHIPMENTS_EXCHANGE, "shipment.dispatched"), (SHIPMENTS_EXCHANGE, "shipment.delivered")),
     routes={
         "shipment.dispatched": Route(ShipmentDispatched, handle_dispatched,
                                      lock_query=transitions.reservation_lock_pairs),

@@ -11,11 +11,10 @@ from uuid import UUID
 from conveyor.db.orders import LockedOrder
 from conveyor.db.uow import UnitOfWork
 from conveyor.schemas.lifecycle import OrderStatusChanged, RequestRefused
+from conveyor.schemas.names import ORDER_EVENTS_EXCHANGE
 from conveyor.workers.domain import lifecycle
 from conveyor.workers.domain.lifecycle import Kind, Status, Stock
 from conveyor.workers.runtime.failure import PermanentError, RetryableError
-
-EVENTS_EXCHANGE = "order-events"
 
 
 @dataclass(frozen=True)
@@ -78,9 +77,18 @@ def _refusal(order: LockedOrder, step: lifecycle.Step, details: Details) -> Requ
 
 
 def _publish(uow: UnitOfWork, routing_key: str, order_id: UUID, event) -> None:
-    uow.outbox.add(exchange=EVENTS_EXCHANGE, routing_key=routing_key,
+    uow.outbox.add(exchange=ORDER_EVENTS_EXCHANGE, routing_key=routing_key,
                    payload=event.model_dump(mode="json", exclude_none=True),
                    correlation_id=str(order_id))
+
+
+def expire(uow: UnitOfWork, order_id: UUID, *, reason: str) -> str | None:
+    """Expire an order still RESERVED (its stock is released); None when it moved on meanwhile
+    (a payment, a cancellation or another expirer got there first)."""
+    order = uow.order_states.lock(order_id)
+    if order is None or order.status != lifecycle.Status.RESERVED.value:
+        return None
+    return apply(uow, order, lifecycle.Event.RESERVATION_EXPIRED, Details(reason=reason))
 
 
 def reservation_lock_pairs(message, uow: UnitOfWork) -> list[tuple[str, str]]:

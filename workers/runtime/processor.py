@@ -23,7 +23,7 @@ from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attem
 from conveyor.db.connection import Connection, DedicatedConnection, transaction
 from conveyor.db.errors import DatabaseError, is_outage, is_transient
 from conveyor.db.locks import lock_stock
-from conveyor.db.uow import UnitOfWork
+from conveyor.db.uow import PostgresUnitOfWork, UnitOfWork
 from conveyor.schemas.errors import InvalidMessage
 from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
@@ -164,7 +164,7 @@ class Processor:
     @staticmethod
     def _lock_pairs(conn: Connection, results: list[Result]) -> list[tuple[str, str]]:
         pairs = [pair for r in results for pair in r.parsed.lock_pairs]
-        uow = UnitOfWork(conn)
+        uow = PostgresUnitOfWork(conn)
         for result in results:
             if result.parsed.route.lock_query is not None:
                 pairs.extend(result.parsed.route.lock_query(result.parsed.message, uow))
@@ -177,7 +177,7 @@ class Processor:
         savepoint of its own (the culprit fails alone)."""
         try:
             with transaction(conn):
-                uow = UnitOfWork(conn)
+                uow = PostgresUnitOfWork(conn)
                 todo = self._lock_and_claim(uow, results)
                 outcomes = results[0].parsed.route.batch_handler(
                     [(r.parsed.message, r.parsed.context) for r in todo], uow)
@@ -214,7 +214,7 @@ class Processor:
         parsed = result.parsed
         try:
             with transaction(conn):  # a SAVEPOINT: this message's failure spares the batch
-                uow = UnitOfWork(conn)
+                uow = PostgresUnitOfWork(conn)
                 if not uow.inbox.claim(parsed.context.message_id, handler=self.spec.name):
                     result.outcome = "duplicate_message"
                     return

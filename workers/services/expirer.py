@@ -6,17 +6,16 @@ one of two racing expirers — or an expirer and a payment — wins."""
 from __future__ import annotations
 
 import threading
+from uuid import UUID
 
 from psycopg_pool import ConnectionPool
 
 from conveyor.db.errors import is_transient
 from conveyor.db.locks import lock_stock
-from conveyor.db.uow import UnitOfWork
-from conveyor.workers.handlers import transitions
+from conveyor.db.uow import PostgresUnitOfWork
 from conveyor.workers.config import Settings
-from conveyor.workers.domain.lifecycle import Event
+from conveyor.workers.handlers import transitions
 from conveyor.workers.logging import get_logger
-from conveyor.workers.handlers.transitions import Details
 
 log = get_logger("conveyor.expirer")
 
@@ -44,21 +43,19 @@ class Expirer:
     def sweep(self) -> int:
         """Expire what is due now; returns how many candidates were looked at."""
         with self.pool.connection() as conn:
-            candidates = UnitOfWork(conn).order_states.expiry_candidates(
+            candidates = PostgresUnitOfWork(conn).order_states.expiry_candidates(
                 older_than_seconds=self.ttl, limit=self.batch)
             for order_id in candidates:
                 if self.stop.is_set():
                     break
                 with conn.transaction():
-                    self._expire(UnitOfWork(conn), order_id)
+                    self._expire(PostgresUnitOfWork(conn), order_id)
         return len(candidates)
 
-    def _expire(self, uow: UnitOfWork, order_id) -> None:
+    def _expire(self, uow: PostgresUnitOfWork, order_id: UUID) -> None:
         lock_stock(uow.conn, uow.reservations.skus_of([order_id]))
-        order = uow.order_states.lock(order_id)
-        if order is None or order.status != "RESERVED":
+        outcome = transitions.expire(uow, order_id, reason=f"not paid within {self.ttl:g}s")
+        if outcome is None:
             return  # a payment, a cancellation or another expirer got there first
-        outcome = transitions.apply(uow, order, Event.RESERVATION_EXPIRED,
-                                    Details(reason=f"not paid within {self.ttl:g}s"))
         self.expired += 1
         log.info("order_expired", order_id=str(order_id), outcome=outcome)
