@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conveyor.workers.handlers import orders as order_worker, payments as payment_worker, shipping as shipping_worker
 from conveyor.workers.config import Settings
+from conveyor.workers.roles import ALL, WORKER_NAMES
 from conveyor.workers.services.expirer import Expirer
 from conveyor.workers.services.relay import OutboxRelay
 from conveyor.workers.runtime.spec import WorkerSpec
@@ -12,8 +13,8 @@ from conveyor.db.connection import make_pool
 
 WORKERS: dict[str, WorkerSpec] = {
     spec.name: spec for spec in (order_worker.SPEC, payment_worker.SPEC, shipping_worker.SPEC)}
-SERVICES = ("relay", "expirer")
-ALL = tuple(WORKERS) + SERVICES
+if tuple(WORKERS) != WORKER_NAMES:  # the names the CLI lists without importing this module
+    raise RuntimeError(f"conveyor.workers.roles.WORKER_NAMES {WORKER_NAMES} != the specs {tuple(WORKERS)}")
 
 
 def declare_topology(settings: Settings) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from uuid import UUID
 
-from conveyor.workers.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, command, emit
+from conveyor.workers.cli.base import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, command, emit, json_flag
 
 PROGRESS_MIN = 100   # replays scanning fewer messages print no progress line (unless on a TTY)
 
@@ -43,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _stats_parser(actions) -> None:
     p = actions.add_parser("stats", help="per work queue: dead letters, oldest and newest failure")
     p.add_argument("queues", nargs="*", metavar="QUEUE", help="work queues (default: every worker's)")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _list_parser(actions) -> None:
@@ -51,21 +51,21 @@ def _list_parser(actions) -> None:
     p.add_argument("queue", metavar="QUEUE")
     _filter_flags(p)
     p.add_argument("--limit", type=_positive_or_zero, default=100, help="rows to show, 0 = all (default 100)")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _groups_parser(actions) -> None:
     p = actions.add_parser("groups", help="dead letters grouped by fingerprint (error class + place + message)")
     p.add_argument("queue", metavar="QUEUE")
     _filter_flags(p)
-    _json_flag(p)
+    json_flag(p)
 
 
 def _show_parser(actions) -> None:
     p = actions.add_parser("show", help="one dead letter: body, properties, failure, and the order now")
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("message_id", metavar="MESSAGE_ID")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _replay_parser(actions) -> None:
@@ -87,7 +87,7 @@ def _replay_parser(actions) -> None:
                         "publish (default 5)")
     p.add_argument("--to-queue", default=None, metavar="Q",
                    help="publish to this queue (default exchange) instead of the original exchange")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _purge_parser(actions) -> None:
@@ -95,7 +95,7 @@ def _purge_parser(actions) -> None:
     p.add_argument("queue", metavar="QUEUE")
     _target_flags(p, extra=("--older-than",))
     p.add_argument("--yes", action="store_true", help="do not ask")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _export_parser(actions) -> None:
@@ -104,7 +104,7 @@ def _export_parser(actions) -> None:
     p.add_argument("file", type=Path, metavar="FILE")
     _filter_flags(p)
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _import_parser(actions) -> None:
@@ -113,7 +113,7 @@ def _import_parser(actions) -> None:
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--queue", default=None, metavar="QUEUE",
                    help="import into this DLQ instead of the one recorded in the file")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _audit_parser(actions) -> None:
@@ -122,7 +122,7 @@ def _audit_parser(actions) -> None:
     p.add_argument("--queue", default=None, metavar="QUEUE", help="only runs on this DLQ")
     p.add_argument("--limit", type=_positive, default=50, help="runs to show (default 50)")
     p.add_argument("--run", type=UUID, default=None, metavar="RUN_ID", help="one run with its messages")
-    _json_flag(p)
+    json_flag(p)
 
 
 def _target_flags(p: argparse.ArgumentParser, *, extra: tuple[str, ...]) -> None:
@@ -143,10 +143,6 @@ def _filter_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=_arg(_parse_time), metavar="TIME", help="failed at or after (ISO-8601 or 2h, 3d)")
     p.add_argument("--until", type=_arg(_parse_time), metavar="TIME", help="failed at or before")
     p.add_argument("--routing-key", metavar="KEY", help="original routing key, e.g. order.created")
-
-
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def _arg(parse):

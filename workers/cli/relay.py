@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from conveyor.workers.cli import EXIT_FAILED, EXIT_OK, command, emit
+from conveyor.workers.cli.base import EXIT_FAILED, EXIT_OK, command, emit, json_flag
 
 
 def add_parsers(sub) -> None:
@@ -17,7 +17,7 @@ def add_parsers(sub) -> None:
     p = relay_sub.add_parser(
         "status", help="pending rows, oldest pending age, last sent, which relay is active",
         description="Exit 0, or 1 when rows are pending and no relay holds a live lease.")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    json_flag(p)
 
 
 @command("relay status")
@@ -40,7 +40,8 @@ def read_status(conn) -> dict:
         "pending": stats.pending,
         "pending_by_exchange": stats.pending_by_exchange,
         "oldest_pending_at": _iso(stats.oldest_pending_at),
-        "oldest_pending_age_s": round(stats.oldest_pending_age_s, 3) if stats.oldest_pending_age_s is not None else None,
+        "oldest_pending_age_s": (round(stats.oldest_pending_age_s, 3)
+                                 if stats.oldest_pending_age_s is not None else None),
         "last_sent_at": _iso(lease.last_sent_at) if lease else None,
         "sent_total": lease.sent_total if lease else 0,
         "active_relay": lease.holder if live else None,
