@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench chaos clean help bench-relay schemas
+.PHONY: demo test lint unit integration bench chaos clean help bench-relay schemas
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the demo: workers + simulated shop, progress and a summary
 	$(BIN)/conveyor demo $(DEMO_ARGS)
 
-test: $(STAMP)  ## run the whole test suite (unit, integration, short chaos)
+test: $(STAMP) lint  ## run the whole test suite (ruff, mypy, then unit, integration, short chaos)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff and mypy (configured in pyproject.toml); the handler tests' fake is type-checked too
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/mypy tests/unit/fakes.py tests/unit/test_handlers.py
 
 unit: $(STAMP)  ## only the fast unit tests
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 import pika
 import psycopg
 
+from conveyor import devservices
 from conveyor.db.connection import connect
 from conveyor.db.migrate import ensure_partitions, migrate
 from conveyor.db.stock import StockRepository
-from conveyor import devservices
 from conveyor.workers.bootstrap import declare_topology
 from conveyor.workers.config import load_settings
 from conveyor.workers.runtime.processes import stop_all

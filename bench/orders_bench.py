@@ -26,6 +26,7 @@ import psycopg
 from bench import harness
 from conveyor import devservices
 from conveyor.db.notify import LISTEN_OUTBOX
+
 CONVEYOR = ["-m", "conveyor", "run", "orders"]
 REFERENCE = ["-m", "bench.reference_consumer"]
 
@@ -189,14 +190,16 @@ def render(results: dict) -> str:
         for name in ("reference_1p", "conveyor_1p", "conveyor_2p"):
             o = ops[name]
             lines.append(f"    {name:<14} {o['median']:>8} ({o['min']}–{o['max']})   CPU "
-                         f"{data['cpu_ms_per_order'][name]['median']} ms/order, peak RSS {data['peak_rss_mb'][name]} MB")
+                         f"{data['cpu_ms_per_order'][name]['median']} ms/order, "
+                         f"peak RSS {data['peak_rss_mb'][name]} MB")
         r, s = data["ratio_2p_vs_reference"], data["speedup_1p_to_2p"]
         lines.append(f"    ratio 2 processes / reference {r['median']}× ({r['min']}–{r['max']}); "
                      f"speed-up 1→2 processes {s['median']}× ({s['min']}–{s['max']})")
     for name, run in results["latency"].items():
         lines.append(f"  publish→commit latency, {name} ({run['orders']} orders): p50 {run['p50']} ms, "
                      f"p95 {run['p95']} ms, p99 {run['p99']} ms")
-    lines.append(f"  verdict: {'OK (every order decided once, no oversell, no drift)' if results['ok'] else 'WRONG RESULT'}")
+    verdict = "OK (every order decided once, no oversell, no drift)" if results["ok"] else "WRONG RESULT"
+    lines.append(f"  verdict: {verdict}")
     return "\n".join(lines)
 
 

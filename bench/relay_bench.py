@@ -32,8 +32,8 @@ import psycopg
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from conveyor.db.migrate import migrate  # noqa: E402
 from conveyor import devservices  # noqa: E402
+from conveyor.db.migrate import migrate  # noqa: E402
 from conveyor.workers.runtime import topology  # noqa: E402
 from conveyor.workers.runtime.amqp import queue_depth  # noqa: E402
 

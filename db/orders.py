@@ -14,6 +14,7 @@ import psycopg
 from conveyor.db import views
 from conveyor.db.errors import IntegrityViolation
 
+
 class OrderRepository:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn

@@ -7,7 +7,14 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from conveyor.schemas.types import (
-    MESSAGE_CONFIG, CurrencyCode, ExternalId, Money, Quantity, Sku, TenantId, Timestamp,
+    MESSAGE_CONFIG,
+    CurrencyCode,
+    ExternalId,
+    Money,
+    Quantity,
+    Sku,
+    TenantId,
+    Timestamp,
     UuidString,
 )
 

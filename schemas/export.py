@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from conveyor.schemas.registry import MESSAGES, MessageSpec
 
@@ -118,15 +118,15 @@ def _operation(spec: MessageSpec, action: str, channel_id: str, message_name: st
     return operation
 
 
-def _models() -> list[tuple[type[BaseModel], str]]:
+def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
     """Each model once, in registry order, with the JSON Schema mode of its direction."""
-    seen: dict[type[BaseModel], str] = {}
+    seen: dict[type[BaseModel], JsonSchemaMode] = {}
     for spec in MESSAGES:
         seen.setdefault(spec.model, _mode(spec))
     return list(seen.items())
 
 
-def _mode(spec: MessageSpec) -> str:
+def _mode(spec: MessageSpec) -> JsonSchemaMode:
     # What we validate on the way in; what we produce on the way out.
     consumed = any(s.model is spec.model and s.direction == "consumed" for s in MESSAGES)
     return "validation" if consumed else "serialization"

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from conveyor.schemas.types import (
-    MESSAGE_CONFIG, CurrencyCode, ExternalId, Money, Quantity, Sku, TenantId, Timestamp,
+    MESSAGE_CONFIG,
+    CurrencyCode,
+    ExternalId,
+    Money,
+    Quantity,
+    Sku,
+    TenantId,
+    Timestamp,
     UuidString,
 )
 

@@ -11,8 +11,15 @@ from typing import Literal
 from pydantic import BaseModel
 
 from conveyor.schemas import events, inventory, lifecycle, orders
-from conveyor.schemas.names import (INVENTORY_EXCHANGE, ORDER_EVENTS_EXCHANGE, ORDERS_EXCHANGE, PAYMENTS_EXCHANGE,
-                                    SHIPMENTS_EXCHANGE)
+from conveyor.schemas.names import (
+    INVENTORY_EXCHANGE,
+    ORDER_EVENTS_EXCHANGE,
+    ORDERS_EXCHANGE,
+    PAYMENTS_EXCHANGE,
+    SHIPMENTS_EXCHANGE,
+)
+
+
 @dataclass(frozen=True)
 class MessageSpec:
     exchange: str

@@ -12,9 +12,15 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import (AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, StringConstraints,
-                      WithJsonSchema)
-
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 MONEY_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,4})?$"
 _MONEY = re.compile(MONEY_PATTERN)

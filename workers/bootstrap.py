@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from conveyor.workers.handlers import orders as order_worker, payments as payment_worker, shipping as shipping_worker
+from conveyor.db.connection import make_pool
 from conveyor.workers.config import Settings
+from conveyor.workers.handlers import orders as order_worker
+from conveyor.workers.handlers import payments as payment_worker
+from conveyor.workers.handlers import shipping as shipping_worker
 from conveyor.workers.roles import ALL, WORKER_NAMES
-from conveyor.workers.services.expirer import Expirer
-from conveyor.workers.services.relay import OutboxRelay
 from conveyor.workers.runtime.spec import WorkerSpec
 from conveyor.workers.runtime.supervisor import Supervisor
-from conveyor.db.connection import make_pool
+from conveyor.workers.services.expirer import Expirer
+from conveyor.workers.services.relay import OutboxRelay
 
 WORKERS: dict[str, WorkerSpec] = {
     spec.name: spec for spec in (order_worker.SPEC, payment_worker.SPEC, shipping_worker.SPEC)}

@@ -9,6 +9,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -93,11 +94,11 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; raise ``ConfigError`` with one line per bad setting."""
     try:
-        return Settings(**overrides)
+        return Settings(**overrides)  # type: ignore[arg-type]  # validated by pydantic, reported below
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     name = "CONVEYOR_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
     return f"invalid setting {name}: {error['msg']}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -17,7 +19,7 @@ def redact_url(text: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
-def _redact(_logger, _name, event: dict) -> dict:
+def _redact(_logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return {key: "***" if key in REDACTED_KEYS else _redact_value(value) for key, value in event.items()}
 
 
@@ -64,7 +66,7 @@ def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        logger_factory=structlog.WriteLoggerFactory(file=_CurrentStderr()),
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, _CurrentStderr())),  # write+flush suffice
         cache_logger_on_first_use=True,
     )
     logging.getLogger("pika").setLevel(logging.WARNING)

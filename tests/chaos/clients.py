@@ -29,9 +29,9 @@ import pika
 import pika.exceptions
 import psycopg
 
+from tests.chaos.cluster import ROOT
 from tests.chaos.history import History
 from tests.chaos.plans import REACTS_TO, Catalogue, Send, created, make_order, reactions
-from tests.chaos.cluster import ROOT
 
 SHOP_QUEUE = "chaos.shop"
 INVENTORY_PARTNER = "chaos.partner.inventory"

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import pika
 import psycopg
 
+from conveyor.devservices import RestartablePostgres, RestartableRabbitMQ, database_url_for
 from tests.chaos.history import History
 from tests.support.tcp_proxy import TcpProxy
-from conveyor.devservices import RestartablePostgres, RestartableRabbitMQ, database_url_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATABASE = "conveyor"

@@ -10,12 +10,12 @@ from collections import Counter, defaultdict
 
 import pika
 
-from tests.chaos.checker import DeadLetter, Delivered, FinalState, Movement
-from tests.chaos.clients import INVENTORY_PARTNER, ORDER_EVENTS_PARTNER, SHOP_QUEUE, Shop
-from tests.chaos.cluster import Cluster
 from conveyor.db.reconcile import run_checks
 from conveyor.workers.bootstrap import WORKERS
 from conveyor.workers.runtime.topology import dlq_name, retry_queue_name
+from tests.chaos.checker import DeadLetter, Delivered, FinalState, Movement
+from tests.chaos.clients import INVENTORY_PARTNER, ORDER_EVENTS_PARTNER, SHOP_QUEUE, Shop
+from tests.chaos.cluster import Cluster
 
 
 def work_queues(retry_delays: tuple[int, ...]) -> list[str]:

@@ -20,7 +20,6 @@ from decimal import Decimal
 
 from tests.support import lifecycle as lifecycle_support
 
-
 # plan -> weight. Most orders go the happy way; the rest exercise every other rule.
 PLANS: dict[str, float] = {
     "deliver": 50,            # pay, dispatch, deliver

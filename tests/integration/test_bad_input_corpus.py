@@ -18,13 +18,31 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from conveyor import devservices
 from tests.corpus import CASES, CONTROLS, MAX_BYTES, Case, Dead, Done, NoOp, Unroutable
 from tests.corpus.cases import header_field, valid
-from tests.support.corpus import (Outcome, RawHeaderProperties, expected_dead_letters, expected_deliveries, fingerprints,
-                            publish_cases, seed_world)
-from tests.support.workers import (event_tap, order_body, publish_orders, queue_depth, running_workers, scalar, set_stock,
-                     settings_for, take_all, wait_until)
-from conveyor import devservices
+from tests.support.corpus import (
+    Outcome,
+    RawHeaderProperties,
+    expected_dead_letters,
+    expected_deliveries,
+    fingerprints,
+    publish_cases,
+    seed_world,
+)
+from tests.support.workers import (
+    event_tap,
+    order_body,
+    publish_orders,
+    queue_depth,
+    running_workers,
+    scalar,
+    set_stock,
+    settings_for,
+    take_all,
+    wait_until,
+)
+
 WORKERS = ["orders", "payments", "shipments", "relay", "expirer"]
 ALL = CASES + CONTROLS
 

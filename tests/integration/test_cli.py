@@ -10,7 +10,7 @@ import sys
 
 import pika
 
-from tests.support.workers import ROOT, order_body, publish_orders, running_workers, settings_for, wait_until, scalar
+from tests.support.workers import ROOT, order_body, publish_orders, running_workers, scalar, settings_for, wait_until
 
 
 def conveyor(settings, *args: str) -> subprocess.CompletedProcess:
@@ -64,7 +64,7 @@ def test_order_show_json_has_status_and_lines(database_url, fresh_amqp_url):
     order = json.loads(result.stdout)
     assert order["order_id"] == body["order_id"]
     assert order["status"] == "RESERVED"
-    assert [(l["line_no"], l["sku"], l["quantity"]) for l in order["lines"]] == [(1, "A", 2), (2, "A", 1)]
+    assert [(ln["line_no"], ln["sku"], ln["quantity"]) for ln in order["lines"]] == [(1, "A", 2), (2, "A", 1)]
     assert order["reservations"] == [{"sku": "A", "quantity": 3, "state": "HELD"}]
 
 

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 
 from conveyor import devservices
+
+
 def database_names(admin_url: str) -> set[str]:
     with psycopg.connect(admin_url) as conn:
         return {name for (name,) in conn.execute("SELECT datname FROM pg_database")}
@@ -188,7 +190,8 @@ def test_environment_urls_that_do_not_answer_are_skipped_quickly_with_the_reason
     started = time.monotonic()
     found, why = devservices.environment_services()
     assert found is None
-    assert why.startswith(f"{devservices.DATABASE_URL_ENV}=postgresql://postgres@127.0.0.1:{dead_pg}/postgres is not usable")
+    dead_url = f"postgresql://postgres@127.0.0.1:{dead_pg}/postgres"
+    assert why.startswith(f"{devservices.DATABASE_URL_ENV}={dead_url} is not usable")
 
     monkeypatch.setenv(devservices.DATABASE_URL_ENV, services.database_url)  # one that answers
     found, why = devservices.environment_services()

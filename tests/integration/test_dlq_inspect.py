@@ -8,11 +8,18 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-
-from tests.support.dlq import DLQ, conveyor_headers, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq
-from tests.support.workers import (order_body, publish, publish_orders, queue_depth, running_workers,
-                     scalar, set_stock, wait_until)
 from conveyor.workers.dlq.reader import DlqSession
+from tests.support.dlq import DLQ, conveyor_headers, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq
+from tests.support.workers import (
+    order_body,
+    publish,
+    publish_orders,
+    queue_depth,
+    running_workers,
+    scalar,
+    set_stock,
+    wait_until,
+)
 
 NOW = datetime.now(timezone.utc)
 EMPTY_ITEMS = {"order_id": "6f1c0c5e-8d1e-4a53-9a55-0e7f2d0b9a11", "customer_id": "c", "currency": "EUR",

@@ -12,11 +12,27 @@ import uuid
 import pika
 import pytest
 
-from tests.support.dlq import (DLQ, QUEUE, dead_letter_properties, dlq, dlq_process, drain, hold_stock_lock,
-                         lock_timeout, put_in_dlq)
-from tests.support.workers import (order_body, publish, publish_orders, queue_depth, running_workers,
-                     scalar, set_stock, wait_until)
-
+from tests.support.dlq import (
+    DLQ,
+    QUEUE,
+    dead_letter_properties,
+    dlq,
+    dlq_process,
+    drain,
+    hold_stock_lock,
+    lock_timeout,
+    put_in_dlq,
+)
+from tests.support.workers import (
+    order_body,
+    publish,
+    publish_orders,
+    queue_depth,
+    running_workers,
+    scalar,
+    set_stock,
+    wait_until,
+)
 
 pytestmark = pytest.mark.settings(max_attempts=2)
 

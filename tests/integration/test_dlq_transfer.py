@@ -10,9 +10,17 @@ import uuid
 
 import pika
 
-from tests.support.dlq import (DLQ, dead_letter_properties, dlq, drain, lock_timeout, put_in_dlq, raised,
-                         schema_violation)
 from conveyor.schemas.errors import InvalidMessage
+from tests.support.dlq import (
+    DLQ,
+    dead_letter_properties,
+    dlq,
+    drain,
+    lock_timeout,
+    put_in_dlq,
+    raised,
+    schema_violation,
+)
 from tests.support.workers import order_body, queue_depth
 
 

@@ -9,8 +9,17 @@ import random
 import pytest
 
 from tests.support import lifecycle as life
-from tests.support.workers import (event_tap, order_body, queue_depth, running_workers, scalar,
-                     set_stock, settings_for, take_all, wait_until)
+from tests.support.workers import (
+    event_tap,
+    order_body,
+    queue_depth,
+    running_workers,
+    scalar,
+    set_stock,
+    settings_for,
+    take_all,
+    wait_until,
+)
 
 ALL_WORKERS = ["orders", "payments", "shipments", "relay"]
 

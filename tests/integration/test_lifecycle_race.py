@@ -12,12 +12,12 @@ import psycopg
 from conveyor.db.connection import connect, make_pool
 from conveyor.db.locks import lock_stock
 from conveyor.db.uow import PostgresUnitOfWork
-from tests.support.lifecycle import reconcile
 from conveyor.schemas.lifecycle import PaymentAuthorized
-from tests.support.workers import order_body, run_order, set_stock, settings_for
 from conveyor.workers.handlers import payments as payment_worker
-from conveyor.workers.services.expirer import Expirer
 from conveyor.workers.runtime.spec import HandlerContext
+from conveyor.workers.services.expirer import Expirer
+from tests.support.lifecycle import reconcile
+from tests.support.workers import order_body, run_order, set_stock, settings_for
 
 
 def ctx() -> HandlerContext:

@@ -9,10 +9,12 @@ import threading
 import psycopg
 import pytest
 
+from conveyor import devservices
 from conveyor.db.errors import MigrationError
 from conveyor.db.migrate import default_directory, discover, ensure_partitions, migrate, status
 from conveyor.workers import cli
-from conveyor import devservices
+
+
 @pytest.fixture
 def empty_database(services):
     with devservices.fresh_database(services, prefix="conveyor_mig") as url:

@@ -18,7 +18,8 @@ def stock(database_url: str, sku: str) -> tuple[int, int]:
 
 def outbox_keys(database_url: str) -> list[str]:
     with psycopg.connect(database_url) as conn:
-        return [r[0] for r in conn.execute("SELECT routing_key FROM outbox WHERE exchange = 'order-events' ORDER BY id")]
+        rows = conn.execute("SELECT routing_key FROM outbox WHERE exchange = 'order-events' ORDER BY id")
+        return [r[0] for r in rows]
 
 
 def test_an_order_with_stock_for_every_line_is_reserved(database_url):

@@ -10,8 +10,18 @@ import uuid
 import psycopg
 
 from conveyor.db.locks import stock_lock_key
-from tests.support.workers import (event_tap, order_body, publish, publish_orders, queue_depth, running_workers,
-                     scalar, set_stock, take_all, wait_until)
+from tests.support.workers import (
+    event_tap,
+    order_body,
+    publish,
+    publish_orders,
+    queue_depth,
+    running_workers,
+    scalar,
+    set_stock,
+    take_all,
+    wait_until,
+)
 
 QUEUE, DLQ = "conveyor.orders", "conveyor.orders.dlq"
 

@@ -6,8 +6,10 @@ import json
 
 import psycopg
 
-from tests.support.workers import order_body, run_order, set_stock
 from conveyor.workers import cli
+from tests.support.workers import order_body, run_order, set_stock
+
+
 def reconcile_json(database_url: str, monkeypatch, capsys) -> tuple[int, dict]:
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", database_url)
     code = cli.main(["reconcile", "--json"])

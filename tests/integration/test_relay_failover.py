@@ -11,11 +11,21 @@ from collections import Counter
 
 import pytest
 
-from tests.support.relay import (assert_contiguous_in_order, change_stock, collect, current_versions,
-                           holder_pid, lease_holder, partner_queue, pending, relay_process,
-                           running_relay, seed_skus)
-from tests.support.workers import event_tap, settings_for, stop_process, wait_until
 from conveyor.devservices import RestartableRabbitMQ
+from tests.support.relay import (
+    assert_contiguous_in_order,
+    change_stock,
+    collect,
+    current_versions,
+    holder_pid,
+    lease_holder,
+    partner_queue,
+    pending,
+    relay_process,
+    running_relay,
+    seed_skus,
+)
+from tests.support.workers import event_tap, settings_for, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,12 +16,19 @@ import psycopg
 import pytest
 
 from conveyor.db.outbox import Outbox
-from tests.support.relay import (assert_contiguous_in_order, change_stock, collect, current_versions,
-                           pending, running_relay, seed_skus)
 from conveyor.schemas.inventory import StockChanged, routing_key
 from conveyor.schemas.parsing import parse_message
-from tests.support.workers import ROOT, event_tap, wait_until
 from conveyor.workers.runtime import topology
+from tests.support.relay import (
+    assert_contiguous_in_order,
+    change_stock,
+    collect,
+    current_versions,
+    pending,
+    running_relay,
+    seed_skus,
+)
+from tests.support.workers import ROOT, event_tap, wait_until
 
 
 def test_a_backlog_built_while_no_relay_ran_arrives_complete_and_in_order_per_sku(settings):

@@ -12,9 +12,9 @@ import pytest
 from pydantic import BaseModel
 
 from conveyor.schemas.types import MESSAGE_CONFIG
-from tests.support.workers import publish, queue_depth, running_workers, scalar, settings_for, wait_until
-from tests.support.tcp_proxy import TcpProxy
 from conveyor.workers.runtime.spec import Route, WorkerSpec
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.workers import publish, queue_depth, running_workers, scalar, settings_for, wait_until
 
 QUEUE = "conveyor.test-pings"
 pytestmark = pytest.mark.slow

@@ -6,25 +6,39 @@ and CLI argument, and no secrets or personal data in the workers' logs."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
-
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from conveyor import devservices
+from conveyor.workers import cli
 from tests.corpus import Dead, Done, injection_cases
 from tests.support.corpus import expected_dead_letters, expected_deliveries, publish_cases, seed_world
 from tests.support.lifecycle import authorized, created, delivered, dispatched, send, statuses
 from tests.support.security import login_role, schema_snapshot, url_as
-from tests.support.workers import (ROOT, consumers_on, event_tap, order_body, publish, queue_depth, run_order, running_workers, scalar,
-                     set_stock, settings_for, stop_process, take_all, wait_until)
-from conveyor.workers import cli
-from conveyor import devservices
+from tests.support.workers import (
+    ROOT,
+    consumers_on,
+    event_tap,
+    order_body,
+    publish,
+    queue_depth,
+    run_order,
+    running_workers,
+    scalar,
+    set_stock,
+    settings_for,
+    stop_process,
+    take_all,
+    wait_until,
+)
+
 ALL_WORKERS = ["orders", "payments", "shipments", "relay", "expirer"]
 DENIED = "42501"  # insufficient_privilege
 

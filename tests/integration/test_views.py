@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from support import order_body, run_order, set_stock
+
 from conveyor.db import views
 from conveyor.db.connection import connect
 from conveyor.db.errors import DatabaseUnavailable

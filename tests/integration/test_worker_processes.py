@@ -8,8 +8,18 @@ import time
 
 import pytest
 
-from tests.support.workers import (consumers_on, declare_topology, order_body, publish_orders, queue_depth, scalar, set_stock,
-                     stop_process, wait_until, worker_process)
+from tests.support.workers import (
+    consumers_on,
+    declare_topology,
+    order_body,
+    publish_orders,
+    queue_depth,
+    scalar,
+    set_stock,
+    stop_process,
+    wait_until,
+    worker_process,
+)
 
 QUEUE = "conveyor.orders"
 pytestmark = pytest.mark.slow

@@ -53,8 +53,11 @@ def _seed_order(uow, order_id: str, state: str) -> None:
     """Bring a new order to ``state`` through the real handlers, as messages would."""
     from conveyor.schemas.lifecycle import CancelOrder, PaymentAuthorized, ShipmentDelivered, ShipmentDispatched
     from conveyor.schemas.orders import OrderCreated
-    from conveyor.workers.handlers import orders as order_worker, payments as payment_worker, shipping as shipping_worker, transitions
     from conveyor.workers.domain.lifecycle import Event
+    from conveyor.workers.handlers import orders as order_worker
+    from conveyor.workers.handlers import payments as payment_worker
+    from conveyor.workers.handlers import shipping as shipping_worker
+    from conveyor.workers.handlers import transitions
     from conveyor.workers.runtime.spec import HandlerContext
 
     def ctx(step: str) -> HandlerContext:

@@ -18,9 +18,9 @@ from pika.spec import BasicProperties
 
 from conveyor.db.errors import TransientDatabaseError
 from conveyor.schemas.errors import InvalidMessage
-from tests.support.workers import ROOT
 from conveyor.workers.dlq.letters import DeadLetter
 from conveyor.workers.runtime.envelope import Delivery, Failure, failure_properties
+from tests.support.workers import ROOT
 
 QUEUE, DLQ = "conveyor.orders", "conveyor.orders.dlq"
 OPERATOR = "ops-alice"

@@ -74,7 +74,8 @@ def seed_skus(database_url: str, skus: list[str], *, on_hand: int = 1_000, tenan
                      (tenant, tenant))
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO products (tenant_id, sku) VALUES (%s, %s)", [(tenant, s) for s in skus])
-            cur.executemany("INSERT INTO stock_levels (tenant_id, sku, on_hand, last_cause) VALUES (%s, %s, %s, 'seed')",
+            cur.executemany("INSERT INTO stock_levels (tenant_id, sku, on_hand, last_cause) "
+                            "VALUES (%s, %s, %s, 'seed')",
                             [(tenant, s, on_hand) for s in skus])
 
 

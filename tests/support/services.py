@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor import devservices
+
+
 @pytest.fixture(scope="session")
 def services(pytestconfig: pytest.Config) -> Iterator[devservices.Services]:
     capture = pytestconfig.pluginmanager.get_plugin("capturemanager")

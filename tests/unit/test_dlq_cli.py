@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.dlq import dlq
-from tests.support.workers import settings_for
 from conveyor.workers.cli import build_parser
 from conveyor.workers.dlq.audit import current_operator
 from conveyor.workers.dlq.reader import resolve_dlq
+from tests.support.dlq import dlq
+from tests.support.workers import settings_for
 
 # Nothing listens here: these commands must fail before connecting.
 NOWHERE = settings_for("postgresql://nobody@127.0.0.1:9/none", "amqp://guest:guest@127.0.0.1:9/%2F")

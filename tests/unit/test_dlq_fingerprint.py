@@ -7,9 +7,14 @@ from datetime import datetime, timezone
 
 import pytest
 
+from conveyor.workers.dlq.fingerprint import (
+    fingerprint,
+    group_letters,
+    matches_fingerprint,
+    normalise_message,
+    normalise_where,
+)
 from tests.support.dlq import make_letter as letter
-from conveyor.workers.dlq.fingerprint import (fingerprint, group_letters, matches_fingerprint, normalise_message,
-                                     normalise_where)
 
 
 @pytest.mark.parametrize(("message", "normalised"), [

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 from pika.spec import BasicProperties
 
-from tests.support.dlq import dead_letter_properties, lock_timeout
 from conveyor.workers.dlq.letters import letter_key, order_id_of, read_letter
+from tests.support.dlq import dead_letter_properties, lock_timeout
 
 WHEN = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
 

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import pytest
 from pika.spec import BasicProperties
 
-from tests.support.dlq import dead_letter_properties, lock_timeout, make_letter, schema_violation
 from conveyor.workers.dlq.letters import read_letter
 from conveyor.workers.dlq.replay import Pacer, parse_rate, plan_item, replay_properties, target_for
+from tests.support.dlq import dead_letter_properties, lock_timeout, make_letter, schema_violation
 
 WHEN = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.support.dlq import make_letter as letter
 from conveyor.workers.dlq.fingerprint import fingerprint
 from conveyor.workers.dlq.selection import Selection, parse_duration, parse_time
+from tests.support.dlq import make_letter as letter
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OLD = replace(letter("55P03: lock timeout", error_class="TransientDatabaseError"),

@@ -8,9 +8,21 @@ from datetime import datetime, timezone
 from pika.spec import BasicProperties
 
 from conveyor.workers.runtime.envelope import (
-    H_ATTEMPTS, H_ERROR_CLASS, H_ERROR_CODE, H_ERROR_MESSAGE, H_FIRST_FAILURE, H_LAST_FAILURE,
-    H_ORIGINAL_EXCHANGE, H_ORIGINAL_QUEUE, H_ORIGINAL_ROUTING_KEY, H_REASON, H_TRACEBACK,
-    Delivery, Failure, failure_properties, short_traceback,
+    H_ATTEMPTS,
+    H_ERROR_CLASS,
+    H_ERROR_CODE,
+    H_ERROR_MESSAGE,
+    H_FIRST_FAILURE,
+    H_LAST_FAILURE,
+    H_ORIGINAL_EXCHANGE,
+    H_ORIGINAL_QUEUE,
+    H_ORIGINAL_ROUTING_KEY,
+    H_REASON,
+    H_TRACEBACK,
+    Delivery,
+    Failure,
+    failure_properties,
+    short_traceback,
 )
 
 QUEUE = "conveyor.orders"

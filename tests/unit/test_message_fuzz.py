@@ -17,16 +17,22 @@ from pika.spec import BasicProperties
 from pydantic import BaseModel
 
 from conveyor.schemas.errors import InvalidMessage
-from conveyor.schemas.lifecycle import CancelOrder, PaymentAuthorized, PaymentFailed, ShipmentDelivered, ShipmentDispatched
+from conveyor.schemas.lifecycle import (
+    CancelOrder,
+    PaymentAuthorized,
+    PaymentFailed,
+    ShipmentDelivered,
+    ShipmentDispatched,
+)
 from conveyor.schemas.orders import OrderCreated
 from conveyor.schemas.parsing import parse_message
 from conveyor.schemas.registry import MESSAGES
 from conveyor.workers.config import Settings
 from conveyor.workers.handlers.orders import SPEC as ORDERS
 from conveyor.workers.handlers.payments import SPEC as PAYMENTS
+from conveyor.workers.handlers.shipping import SPEC as SHIPMENTS
 from conveyor.workers.runtime.envelope import H_ATTEMPTS, H_ORIGINAL_ROUTING_KEY, Delivery
 from conveyor.workers.runtime.messages import parse_delivery
-from conveyor.workers.handlers.shipping import SPEC as SHIPMENTS
 
 MAX_BYTES = 64 * 1024
 FUZZ = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])

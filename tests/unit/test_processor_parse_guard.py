@@ -11,12 +11,12 @@ import threading
 import pytest
 from pika.spec import BasicProperties
 
-from tests.support.workers import RecordingConsumer
 from conveyor.workers.config import Settings
 from conveyor.workers.handlers.orders import SPEC
 from conveyor.workers.runtime import processor as processor_module
 from conveyor.workers.runtime.envelope import H_ERROR_CLASS, Delivery
 from conveyor.workers.runtime.processor import Processor
+from tests.support.workers import RecordingConsumer
 
 
 def delivery(tag: int) -> Delivery:

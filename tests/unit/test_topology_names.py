@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from conveyor.workers.runtime.topology import (
-    dlq_name, retry_queue_arguments, retry_queue_name, work_queue_arguments,
+    dlq_name,
+    retry_queue_arguments,
+    retry_queue_name,
+    work_queue_arguments,
 )
 
 

@@ -44,7 +44,7 @@ def read_status(conn) -> dict:
                                  if stats.oldest_pending_age_s is not None else None),
         "last_sent_at": _iso(lease.last_sent_at) if lease else None,
         "sent_total": lease.sent_total if lease else 0,
-        "active_relay": lease.holder if live else None,
+        "active_relay": lease.holder if lease and live else None,
         "lease_live": live,
         "lease_holder": lease.holder if lease else None,
         "lease_acquired_at": _iso(lease.acquired_at) if lease else None,

@@ -33,6 +33,8 @@ def stock_set(args: argparse.Namespace) -> int:
     with connect(args.settings.database_url) as conn, transaction(conn):
         StockRepository(conn).set_on_hand(tenant, args.sku, args.quantity)
         shown = views.stock(conn, tenant, args.sku)
+    if shown is None:  # just written in the same transaction
+        raise RuntimeError(f"SKU {args.sku!r} vanished after it was set")
     emit(args, shown, _stock_text(shown))
     return EXIT_OK
 

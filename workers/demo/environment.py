@@ -8,16 +8,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import pika
 
+from conveyor import devservices
 from conveyor.db.connection import connect
 from conveyor.db.migrate import ensure_partitions, migrate
 from conveyor.db.stock import StockRepository
-from conveyor import devservices
 from conveyor.workers.bootstrap import declare_topology
 from conveyor.workers.config import load_settings
 from conveyor.workers.runtime.processes import stop_all

@@ -8,8 +8,8 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import pika
 

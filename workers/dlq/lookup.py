@@ -52,7 +52,7 @@ def what_conveyor_knows(settings: Settings, held: Held) -> dict:
 def _knowledge(conn: Connection, held: Held) -> dict:
     message_id, order_id = held.letter.message_id, _uuid(held.letter.order_id)
     return {
-        "processed": bool(message_id) and bool(Inbox(conn).seen([message_id])),
+        "processed": bool(message_id and Inbox(conn).seen([message_id])),
         "order": views.order(conn, order_id) if order_id else None,
         "audit": AuditLog(conn).history(message_id) if message_id else [],
     }

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -86,9 +87,10 @@ class DlqSession:
         self.settings, self.dlq, self.idle_timeout = settings, dlq, idle_timeout
         self.depth = 0                # messages in the DLQ when the session started
         self.incomplete = False       # fewer than `depth` arrived: someone else took some
-        self._connection = None
-        self._consumer = None
-        self._publisher = None
+        # pika objects once entered (pika ships no type information)
+        self._connection: Any = None
+        self._consumer: Any = None
+        self._publisher: Any = None
         self._snapshot: deque = deque()
         self._arrivals: deque = deque()
         self._received = 0

@@ -42,11 +42,15 @@ def group_row(group: Group) -> list[str]:
 
 
 def letter_json(letter: DeadLetter) -> dict:
-    return jsonable({**dataclasses.asdict(letter), "fingerprint": fingerprint(letter)})
+    return jsonable_dict({**dataclasses.asdict(letter), "fingerprint": fingerprint(letter)})
 
 
 def group_json(group: Group) -> dict:
-    return jsonable(dataclasses.asdict(group))
+    return jsonable_dict(dataclasses.asdict(group))
+
+
+def jsonable_dict(value: dict) -> dict:
+    return {str(k): jsonable(v) for k, v in value.items()}
 
 
 def jsonable(value: object) -> object:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Protocol
 
 from pika.spec import BasicProperties
 
@@ -26,8 +27,7 @@ from conveyor.db.connection import connect
 from conveyor.db.inbox import Inbox
 from conveyor.workers.config import Settings
 from conveyor.workers.dlq.audit import AuditTrail
-from conveyor.workers.dlq.letters import (H_REPLAY_ID, H_REPLAYED_AT, H_REPLAYED_BY, PREVIOUS_PREFIX,
-                                 DeadLetter)
+from conveyor.workers.dlq.letters import H_REPLAY_ID, H_REPLAYED_AT, H_REPLAYED_BY, PREVIOUS_PREFIX, DeadLetter
 from conveyor.workers.dlq.reader import DlqSession, Held, PublishRefused
 from conveyor.workers.dlq.selection import Selection
 from conveyor.workers.runtime import envelope as h
@@ -41,6 +41,14 @@ BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-exchange", "x-fi
                   "x-last-death-reason")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Progress(Protocol):
+    """What a replay reports its progress to (a progress bar)."""
+
+    def advance(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,9 @@ def target_for(letter: DeadLetter, *, to_queue: str | None) -> tuple[str, str] |
     """(exchange, routing key) to publish to; None when the letter does not say where it came from."""
     if to_queue:
         return "", to_queue
-    return (letter.exchange, letter.routing_key) if letter.routable else None
+    if letter.exchange is None or letter.routing_key is None:  # not routable
+        return None
+    return letter.exchange, letter.routing_key
 
 
 def describe_target(target: tuple[str, str]) -> str:
@@ -150,7 +160,7 @@ class Replay:
     """One replay run over one DLQ session (see the module docstring for the guarantees)."""
 
     def __init__(self, session: DlqSession, trail: AuditTrail, selection: Selection, options: ReplayOptions,
-                 *, progress=None) -> None:
+                 *, progress: Progress | None = None) -> None:
         self.session, self.trail, self.selection, self.options = session, trail, selection, options
         self.progress = progress
         self.pacer = Pacer(options.rate)
@@ -264,7 +274,7 @@ class DryRun:
 
 
 def run_replay(settings: Settings, dlq: str, selection: Selection, options: ReplayOptions, *,
-               operator: str, progress_factory: Callable[[int], object] | None = None) -> ReplayReport:
+               operator: str, progress_factory: Callable[[int], Progress] | None = None) -> ReplayReport:
     """Audit first (the database must answer), then the broker; the run is closed whatever happens."""
     with connect(settings.database_url, application_name="conveyor-dlq") as conn, \
             DlqSession(settings, dlq) as session:

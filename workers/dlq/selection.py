@@ -53,11 +53,12 @@ class Selection:
             return False
         if self.routing_key and letter.routing_key != self.routing_key:
             return False
-        if (self.since or self.until) and letter.failed_at is None:
+        failed_at = letter.failed_at
+        if failed_at is None:
+            return not (self.since or self.until)
+        if self.since and failed_at < self.since:
             return False
-        if self.since and letter.failed_at < self.since:
-            return False
-        return not (self.until and letter.failed_at > self.until)
+        return not (self.until and failed_at > self.until)
 
     def describe(self) -> dict:
         """What was asked for, for the audit trail and --json output."""

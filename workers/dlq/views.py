@@ -7,13 +7,13 @@ import json
 from conveyor.workers.dlq.encoding import encode_body, properties_to_dict
 from conveyor.workers.dlq.fingerprint import fingerprint
 from conveyor.workers.dlq.lookup import Found, pretty_body
-from conveyor.workers.dlq.render import fmt_time, jsonable, letter_json, shorten, table
+from conveyor.workers.dlq.render import fmt_time, jsonable_dict, letter_json, shorten, table
 
 
 def show_json(dlq: str, found: Found, knows: dict) -> dict:
     held = found.held
     encoding, body = encode_body(held.body)
-    return jsonable({
+    return jsonable_dict({
         "queue": dlq, "position": held.letter.position, "depth": found.depth, "copies": found.copies,
         "letter": letter_json(held.letter), "properties": properties_to_dict(held.properties),
         "body_encoding": encoding, "body": body, "body_json": pretty_body(held.body)[1], "conveyor": knows,

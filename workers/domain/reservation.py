@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Literal
 
 from conveyor.db.stock import StockLevel
+
+RejectionReason = Literal["unknown_sku", "insufficient_stock"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class LineRejection:
     sku: str
     requested: int
     available: int
-    reason: str  # "unknown_sku" | "insufficient_stock"
+    reason: RejectionReason
 
 
 @dataclass(frozen=True)

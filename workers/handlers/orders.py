@@ -102,17 +102,17 @@ def _new_order(message: OrderCreated, tenant: str, decision: reservation.Reserva
 def _outcome_event(message: OrderCreated, tenant: str, decision: reservation.ReservationDecision) -> OutboxEvent:
     now = datetime.now(timezone.utc)
     if decision.accepted:
-        event = OrderReserved(
+        reserved = OrderReserved(
             order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id,
             currency=message.currency, total=order_total(message), occurred_at=now,
             lines=[ReservedLine(line_no=n, sku=i.sku, quantity=i.quantity, unit_price=i.unit_price)
                    for n, i in enumerate(message.items, start=1)])
-        return OutboxEvent(ORDER_EVENTS_EXCHANGE, "order.reserved", str(message.order_id), event.model_dump_json())
-    event = OrderRejected(
+        return OutboxEvent(ORDER_EVENTS_EXCHANGE, "order.reserved", str(message.order_id), reserved.model_dump_json())
+    rejected = OrderRejected(
         order_id=message.order_id, tenant_id=tenant, customer_id=message.customer_id, occurred_at=now,
         lines=[RejectedLine(line_no=r.line_no, sku=r.sku, requested=r.requested,
                             available=r.available, reason=r.reason) for r in decision.rejections])
-    return OutboxEvent(ORDER_EVENTS_EXCHANGE, "order.rejected", str(message.order_id), event.model_dump_json())
+    return OutboxEvent(ORDER_EVENTS_EXCHANGE, "order.rejected", str(message.order_id), rejected.model_dump_json())
 
 
 def handle_cancel(message: CancelOrder, uow: UnitOfWork, ctx: HandlerContext) -> str:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from conveyor.db.orders import LockedOrder
 from conveyor.db.uow import UnitOfWork
-from conveyor.schemas.lifecycle import OrderStatusChanged, RequestRefused
+from conveyor.schemas.lifecycle import OrderStatus, OrderStatusChanged, RequestRefused
 from conveyor.schemas.names import ORDER_EVENTS_EXCHANGE
 from conveyor.workers.domain import lifecycle
 from conveyor.workers.domain.lifecycle import Kind, Status, Stock
@@ -46,34 +46,49 @@ def apply(uow: UnitOfWork, order: LockedOrder, event: lifecycle.Event, details: 
         raise PermanentError(f"order {order.order_id} is {order.status}: {step.reason}")
     if step.kind is Kind.IGNORE:
         return "ignored"
+    if step.event is None:
+        raise PermanentError(f"state machine step without an event: {order.status} + {event.value}")  # a table bug
     if step.kind is Kind.REFUSE:
         _publish(uow, step.event, order.order_id, _refusal(order, step, details))
         return "refused"
+    to = _target(step)
     _move(uow, order, step, event, details)
-    return step.to.value.lower()
+    return to.value.lower()
+
+
+def _target(step: lifecycle.Step) -> Status:
+    if step.to is None:
+        raise PermanentError(f"a move without a target status: {step}")  # a table bug: MOVE steps name one
+    return step.to
 
 
 def _move(uow: UnitOfWork, order: LockedOrder, step: lifecycle.Step, event: lifecycle.Event,
           details: Details) -> None:
     cause = f"{step.event}:{order.order_id}"
+    to = _target(step)
     if step.stock is Stock.RELEASE:
         uow.reservations.release(order.order_id, cause=cause)
     elif step.stock is Stock.COMMIT:
         uow.reservations.commit(order.order_id, cause=cause)
-    uow.order_states.move(order, to=step.to.value, event=event.value, message_id=details.message_id,
+    uow.order_states.move(order, to=to.value, event=event.value, message_id=details.message_id,
                           reason=details.reason)
     payload = OrderStatusChanged(
-        order_id=order.order_id, tenant_id=order.tenant_id, status=step.to.value,
-        previous_status=order.status, reason=details.reason, payment_id=details.payment_id,
+        order_id=order.order_id, tenant_id=order.tenant_id, status=_wire_status(to.value),
+        previous_status=_wire_status(order.status), reason=details.reason, payment_id=details.payment_id,
         shipment_id=details.shipment_id, occurred_at=datetime.now(timezone.utc))
-    _publish(uow, step.event, order.order_id, payload)
+    _publish(uow, step.event or "", order.order_id, payload)
 
 
 def _refusal(order: LockedOrder, step: lifecycle.Step, details: Details) -> RequestRefused:
     return RequestRefused(
-        order_id=order.order_id, tenant_id=order.tenant_id, status=order.status, reason=step.reason,
+        order_id=order.order_id, tenant_id=order.tenant_id, status=_wire_status(order.status), reason=step.reason,
         payment_id=details.payment_id, amount=details.amount, currency=details.currency,
         occurred_at=datetime.now(timezone.utc))
+
+
+def _wire_status(status: str) -> OrderStatus:
+    """A stored status as the event schema types it (the orders table's CHECK keeps it one of them)."""
+    return Status(status).value
 
 
 def _publish(uow: UnitOfWork, routing_key: str, order_id: UUID, event) -> None:

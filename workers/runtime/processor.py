@@ -17,8 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
-                      wait_random_exponential)
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from conveyor.db.connection import Connection, DedicatedConnection, transaction
 from conveyor.db.errors import DatabaseError, is_outage, is_transient
@@ -44,6 +43,13 @@ class Result:
     outcome: str | None = None
     error: BaseException | None = None
     abandoned: bool = False  # stopping during a database outage: hand it back untouched
+
+    @property
+    def job(self) -> ParsedMessage:
+        """The parsed message of a result that reached the transaction (parsing succeeded)."""
+        if self.parsed is None:
+            raise RuntimeError("a message that failed to parse has no job")  # a processor bug
+        return self.parsed
 
 
 @dataclass
@@ -128,8 +134,8 @@ class Processor:
                     with attempt:
                         self._attempt(results)
                 return
-            except (RetryError, Exception) as error:  # noqa: BLE001 - classified below
-                error = _unwrap(error)
+            except (RetryError, Exception) as raised:  # noqa: BLE001 - classified below
+                error = _unwrap(raised)
                 if is_outage(error) and not self.stop.is_set():
                     log.warning("database_unavailable", worker=self.spec.name, error=repr(error)[:300],
                                 retry_in_s=outage_wait)
@@ -163,11 +169,11 @@ class Processor:
 
     @staticmethod
     def _lock_pairs(conn: Connection, results: list[Result]) -> list[tuple[str, str]]:
-        pairs = [pair for r in results for pair in r.parsed.lock_pairs]
+        pairs = [pair for r in results for pair in r.job.lock_pairs]
         uow = PostgresUnitOfWork(conn)
         for result in results:
-            if result.parsed.route.lock_query is not None:
-                pairs.extend(result.parsed.route.lock_query(result.parsed.message, uow))
+            if result.job.route.lock_query is not None:
+                pairs.extend(result.job.route.lock_query(result.job.message, uow))
         return pairs
 
     def _run_set_based(self, conn: Connection, results: list[Result]) -> bool:
@@ -179,8 +185,9 @@ class Processor:
             with transaction(conn):
                 uow = PostgresUnitOfWork(conn)
                 todo = self._lock_and_claim(uow, results)
-                outcomes = results[0].parsed.route.batch_handler(
-                    [(r.parsed.message, r.parsed.context) for r in todo], uow)
+                batch_handler = results[0].job.route.batch_handler
+                assert batch_handler is not None  # _batchable checked it
+                outcomes = batch_handler([(r.job.message, r.job.context) for r in todo], uow)
                 for result, outcome in zip(todo, outcomes, strict=True):
                     result.outcome = outcome
             return True
@@ -196,14 +203,14 @@ class Processor:
     def _lock_and_claim(self, uow: UnitOfWork, results: list[Result]) -> list[Result]:
         """Lock the batch's stock, then record its message ids in the inbox; returns the
         results still to run (a message processed before is a duplicate)."""
-        ids = [r.parsed.context.message_id for r in results]
+        ids = [r.job.context.message_id for r in results]
         fresh = uow.inbox.claim_many(list(dict.fromkeys(ids)), handler=self.spec.name,
-                                     after_locking=[pair for r in results for pair in r.parsed.lock_pairs])
+                                     after_locking=[pair for r in results for pair in r.job.lock_pairs])
         todo = []
         for result in results:
             result.outcome, result.error = None, None
-            if result.parsed.context.message_id in fresh:
-                fresh.discard(result.parsed.context.message_id)
+            if result.job.context.message_id in fresh:
+                fresh.discard(result.job.context.message_id)
                 todo.append(result)
             else:
                 result.outcome = "duplicate_message"
@@ -211,7 +218,7 @@ class Processor:
 
     def _run_one(self, conn: Connection, result: Result) -> None:
         result.outcome, result.error = None, None
-        parsed = result.parsed
+        parsed = result.job
         try:
             with transaction(conn):  # a SAVEPOINT: this message's failure spares the batch
                 uow = PostgresUnitOfWork(conn)
@@ -239,8 +246,10 @@ class Processor:
         decision = failure.decide(failure.classify(result.error), attempts=attempts, policy=self.policy)
         result.outcome = decision.action.value
         self.stats.count(result.outcome)
-        target = (topology.retry_queue_name(self.spec.queue, decision.delay_seconds)
-                  if decision.action is failure.Action.RETRY_LATER else topology.dlq_name(self.spec.queue))
+        if decision.action is failure.Action.RETRY_LATER and decision.delay_seconds is not None:
+            target = topology.retry_queue_name(self.spec.queue, decision.delay_seconds)
+        else:
+            target = topology.dlq_name(self.spec.queue)
         details = Failure(result.error, failure.error_code(result.error), decision.reason)
         properties = failure_properties(result.delivery, details, queue=self.spec.queue, attempts=attempts)
         return Settlement(result.delivery, target, properties)
@@ -266,12 +275,12 @@ def _batchable(results: list[Result]) -> bool:
     """Messages of one route that has a batch handler (and no lock query). A lone message
     qualifies too: five round trips instead of the savepoint path's eight, which
     matters at low load, when most batches hold one or two messages."""
-    route = results[0].parsed.route
+    route = results[0].job.route
     return (route.batch_handler is not None and route.lock_query is None
-            and all(r.parsed.route is route for r in results))
+            and all(r.job.route is route for r in results))
 
 
 def _unwrap(error: BaseException) -> BaseException:
     if isinstance(error, RetryError) and error.last_attempt.failed:
-        return error.last_attempt.exception()
+        return error.last_attempt.exception() or error
     return error

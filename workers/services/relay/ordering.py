@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 Outcome = Literal["ack", "nack", "returned"]
 
@@ -34,6 +34,7 @@ class Ordered(Protocol):
     def ordering_key(self) -> str | None: ...
 
 
+
 @dataclass
 class BatchResult:
     confirmed: list[int] = field(default_factory=list)  # acked: settle these
@@ -41,11 +42,14 @@ class BatchResult:
     held_back: list[int] = field(default_factory=list)  # behind a refused row of their key, or past max_waves
 
 
-def waves(rows: Sequence[Ordered], *, per_key: int = 1) -> list[list[Ordered]]:
+Row = TypeVar("Row", bound=Ordered)
+
+
+def waves(rows: Sequence[Row], *, per_key: int = 1) -> list[list[Row]]:
     """Split rows (in id order) so that wave n holds rows n*per_key .. (n+1)*per_key-1 of
     each ordering key; rows without a key are ordered with nothing and go in the first."""
     seen: dict[str, int] = {}
-    result: list[list[Ordered]] = []
+    result: list[list[Row]] = []
     for row in rows:
         n = 0
         if row.ordering_key is not None:
@@ -58,7 +62,7 @@ def waves(rows: Sequence[Ordered], *, per_key: int = 1) -> list[list[Ordered]]:
     return result
 
 
-def publish_in_order(rows: Sequence[Ordered], publish: Callable[[Sequence[Ordered]], dict[str, Outcome]],
+def publish_in_order(rows: Sequence[Row], publish: Callable[[Sequence[Row]], dict[str, Outcome]],
                      *, per_key: int = 1, max_waves: int | None = None) -> BatchResult:
     """Publish rows wave by wave; ``publish`` sends a wave and returns each message id's
     confirm outcome (it raises when the connection is lost: then nothing is settled).

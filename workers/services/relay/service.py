@@ -30,10 +30,10 @@ from conveyor.db.outbox import Outbox, OutboxRow
 from conveyor.db.relay_lease import RelayLease
 from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
-from conveyor.workers.services.relay.ordering import BatchResult, Cooldown, publish_in_order
-from conveyor.workers.services.relay.publisher import ConfirmingPublisher
 from conveyor.workers.runtime import amqp, topology
 from conveyor.workers.runtime.reconnect import serve_reconnecting
+from conveyor.workers.services.relay.ordering import BatchResult, Cooldown, publish_in_order
+from conveyor.workers.services.relay.publisher import ConfirmingPublisher
 
 log = get_logger("conveyor.relay")
 
