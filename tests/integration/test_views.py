@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from support import order_body, run_order, set_stock
 
 from conveyor.db import views
 from conveyor.db.connection import connect
 from conveyor.db.errors import DatabaseUnavailable
+from tests.support.workers import order_body, run_order, set_stock
 
 
 def test_views_read_orders_stock_relay_and_demo_counts(database_url):
