@@ -78,7 +78,7 @@ class MigrationState:
 
 
 def default_directory() -> Path:
-    return Path(str(resources.files("db") / "migrations"))
+    return Path(str(resources.files("conveyor.db") / "migrations"))
 
 
 def discover(directory: Path | None = None) -> list[Migration]:

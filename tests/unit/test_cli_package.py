@@ -66,3 +66,12 @@ def test_shell_completion_offers_the_db_actions(tmp_path):
     assert done.returncode == 0, done.stderr
     offered = set(out.read_text().split("\n"))
     assert {"migrate", "status", "partitions"} <= offered
+
+
+def test_the_package_finds_its_data_from_any_directory(tmp_path):
+    # Outside the checkout the root folders (db/, schemas/) are not importable: only conveyor.* is.
+    done = subprocess.run(
+        [sys.executable, "-c", "from conveyor.db.migrate import discover; print(len(discover()))"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 7
