@@ -38,6 +38,9 @@ class Stage:
         migrate(self.database_url)
         ensure_partitions(self.database_url)
         declare_topology(load_settings(database_url=self.database_url, amqp_url=self.amqp_url))
+        self.seed(stock)
+
+    def seed(self, stock: dict[str, int]) -> None:
         with connect(self.database_url) as conn, conn.transaction():
             repo = StockRepository(conn)
             for sku, units in stock.items():

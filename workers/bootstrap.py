@@ -12,6 +12,7 @@ from conveyor.workers.runtime.spec import WorkerSpec
 from conveyor.workers.runtime.supervisor import Supervisor
 from conveyor.workers.services.expirer import Expirer
 from conveyor.workers.services.relay import OutboxRelay
+from conveyor.workers.services.statistics import StatisticsKeeper
 
 WORKERS: dict[str, WorkerSpec] = {
     spec.name: spec for spec in (order_worker.SPEC, payment_worker.SPEC, shipping_worker.SPEC)}
@@ -54,6 +55,8 @@ def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
             supervisor.add_service("relay", relay.run)
         elif name == "expirer":
             supervisor.add_service("expirer", Expirer(settings, pool, stop=supervisor.stop).run)
+    if settings.analyze_interval > 0:  # every process: an advisory lock lets one act at a time
+        supervisor.add_service("statistics", StatisticsKeeper(settings, stop=supervisor.stop).run)
     return supervisor
 
 

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     default_tenant: str = Field(default="default", min_length=1, max_length=64)
     # How long an order may stay RESERVED unpaid: "900", "900s", "15m", "1h".
     reservation_ttl: float = Field(default=15 * 60, gt=0)
+    # Seconds between checks for tables whose planner statistics went stale (0: never; V008).
+    analyze_interval: float = Field(default=5.0, ge=0, le=3600)
 
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
