@@ -70,9 +70,10 @@ def test_only_one_process_refreshes_at_a_time(database_url):
 
 
 def test_the_worker_role_may_refresh_but_not_analyze_directly(database_url):
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        grow_inbox(admin, 2_000)  # committed: its changes reach the statistics
+        admin.execute("SELECT pg_stat_force_next_flush()")
     with psycopg.connect(database_url) as conn:
-        grow_inbox(conn, 2_000)
-        conn.execute("SELECT pg_stat_force_next_flush()")
         conn.execute("SET ROLE conveyor_worker")
         refreshed = [r[0] for r in conn.execute("SELECT conveyor_refresh_statistics(1000, 0.2)")]
         analysed = conn.execute("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
