@@ -76,9 +76,8 @@ def test_the_worker_role_may_refresh_but_not_analyze_directly(database_url):
     with psycopg.connect(database_url) as conn:
         conn.execute("SET ROLE conveyor_worker")
         refreshed = [r[0] for r in conn.execute("SELECT conveyor_refresh_statistics(1000, 0.2)")]
-        analysed = conn.execute("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
-                                "WHERE relname = 'inbox'").fetchone()
-    assert "inbox" in refreshed and analysed == (True,)
+        estimate = conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'inbox'").fetchone()
+    assert "inbox" in refreshed and estimate is not None and estimate[0] >= 2_000  # ANALYZE ran
 
 
 def test_the_keeper_runs_a_refresh_per_tick(database_url, fresh_amqp_url):
