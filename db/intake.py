@@ -76,8 +76,9 @@ WITH reserved AS (
     SELECT h.order_id, h.tenant_id, h.sku, h.quantity
     FROM jsonb_to_recordset(%(held)s::jsonb) AS h(order_id uuid, tenant_id text, sku text, quantity integer)
 ), events AS (
-    INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key)
-    SELECT gen_random_uuid(), e.exchange, e.routing_key, e.correlation_id, e.payload::jsonb, e.correlation_id
+    INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, slot)
+    SELECT gen_random_uuid(), e.exchange, e.routing_key, e.correlation_id, e.payload::jsonb, e.correlation_id,
+           (SELECT slot FROM outbox_rotation)  -- once per statement, not per row (V009)
     FROM jsonb_to_recordset(%(events)s::jsonb) AS e(exchange text, routing_key text, correlation_id text,
                                                     payload text)
     RETURNING 1

@@ -4,6 +4,11 @@ Two kinds of rows share it: order events (``Outbox.add``; the order intake write
 outcome events in ``conveyor.db.intake``) and inventory changes (written by the
 ``stock_levels_changes_on_*`` triggers, V007). The relay claims pending rows in id order,
 publishes them and deletes them once the broker confirmed them.
+
+The table rotates through three partitions (V009): ``rotate`` moves writers on to the next
+slot once the current one took enough rows and TRUNCATEs the drained ones, so the dead rows
+the deletes leave behind never depend on VACUUM, however long a transaction pins the
+xmin horizon (docs/performance.md, "churn").
 """
 
 from __future__ import annotations
@@ -53,11 +58,7 @@ FOR UPDATE OF o SKIP LOCKED
 # Confirmed rows are deleted at once: the ledger (stock_movements) and the logs keep the
 # history, and a table that only holds what is pending stays small.
 SETTLE = "DELETE FROM outbox WHERE id = ANY(%(ids)s)"
-# Rows marked sent by an older relay (before V003 it kept them for an hour).
-PURGE_SENT = """
-DELETE FROM outbox WHERE id IN (
-    SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => %(older_than)s) LIMIT %(limit)s)
-"""
+ROTATE = "SELECT action, slot FROM conveyor_outbox_rotate(%(rotate_after)s)"
 # How much is pending (``conveyor relay status``) is read in ``conveyor.db.views``.
 
 
@@ -107,5 +108,9 @@ class Outbox:
         if ids:
             self._conn.execute(SETTLE, {"ids": ids})
 
-    def purge_sent(self, *, older_than_seconds: float, limit: int = 10_000) -> int:
-        return self._conn.execute(PURGE_SENT, {"older_than": older_than_seconds, "limit": limit}).rowcount
+    def rotate(self, *, rotate_after: int) -> list[tuple[str, int]]:
+        """Truncate the drained slots writers left and move writers on once the current slot
+        took ``rotate_after`` rows; returns what was done, e.g. ``[("truncated", 0),
+        ("rotated", 2)]`` (``("busy", n)``: slot n is drained but still locked by someone)."""
+        rows = self._conn.execute(ROTATE, {"rotate_after": rotate_after}).fetchall()
+        return [(action, slot) for action, slot in rows]

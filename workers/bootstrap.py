@@ -51,7 +51,8 @@ def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
         if name in WORKERS:
             supervisor.add_worker(WORKERS[name])
         elif name == "relay":
-            relay = OutboxRelay(settings, stop=supervisor.stop, batch_size=settings.relay_batch_size)
+            relay = OutboxRelay(settings, stop=supervisor.stop, batch_size=settings.relay_batch_size,
+                                rotate_after_rows=settings.outbox_rotate_rows)
             supervisor.add_service("relay", relay.run)
         elif name == "expirer":
             supervisor.add_service("expirer", Expirer(settings, pool, stop=supervisor.stop).run)

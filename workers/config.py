@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     batch_window_ms: int = Field(default=5, ge=0, le=10_000)
     # Outbox rows the relay claims and publishes per transaction (docs/performance.md).
     relay_batch_size: int = Field(default=1_000, ge=1, le=10_000)
+    # Outbox rows per slot before the relay moves writers on to the next one and truncates
+    # the drained slots (V009): bounds the dead rows a claim walks, whatever VACUUM does.
+    outbox_rotate_rows: int = Field(default=10_000, ge=100, le=10_000_000)
 
     # Broker-side retry tiers (seconds); attempt n waits retry_delays[min(n-1, last)].
     retry_delays: Annotated[tuple[int, ...], NoDecode] = (1, 5, 30)

@@ -85,6 +85,8 @@ def refused(url: str, statement: str) -> str | None:
     "CREATE INDEX stolen_idx ON orders (customer_id)",
     "TRUNCATE orders",
     "TRUNCATE outbox",
+    "TRUNCATE outbox_slot_0",
+    "UPDATE outbox_rotation SET slot = 1",
     "CREATE FUNCTION stolen() RETURNS int LANGUAGE sql AS 'SELECT 1'",
     "DROP FUNCTION conveyor_stock_version() CASCADE",
     "CREATE POLICY stolen ON orders USING (true)",
@@ -129,7 +131,7 @@ WORKER_PRIVILEGES = {
     "outbox": {"SELECT", "INSERT", "UPDATE", "DELETE"}, "payments": {"INSERT", "SELECT (payment_id)"},
     "shipments": {"INSERT", "SELECT (event)", "SELECT (shipment_id)"}, "order_transitions": {"INSERT"},
     "relay_lease": {"SELECT", "UPDATE"}, "schema_history": set(), "dlq_audit_runs": set(),
-    "dlq_audit_messages": set(),
+    "dlq_audit_messages": set(), "outbox_rotation": {"SELECT"},
 }
 GRANTS = """
 SELECT c.relname, t.privilege_type FROM pg_class c, aclexplode(c.relacl) t

@@ -56,7 +56,8 @@ def default_holder() -> str:
 class OutboxRelay:
     def __init__(self, settings: Settings, *, stop: threading.Event, batch_size: int = 1_000,
                  poll_interval: float = 1.0, lease_seconds: float = 5.0, batch_timeout: float = 10.0,
-                 per_key_in_flight: int = 1, max_waves: int = 16, keep_sent_seconds: float = 3600.0,
+                 per_key_in_flight: int = 1, max_waves: int = 16, rotate_after_rows: int = 10_000,
+                 rotate_check_seconds: float = 1.0,
                  max_reconnect_delay: float = 5.0, holder: str | None = None,
                  after_confirm: Callable[[list[OutboxRow], BatchResult], None] | None = None) -> None:
         if not 0 < poll_interval < lease_seconds:
@@ -73,7 +74,10 @@ class OutboxRelay:
         # for a hot SKU but gives that up (see ordering). max_waves bounds a batch's length.
         self.per_key_in_flight = per_key_in_flight
         self.max_waves = max_waves
-        self.keep_sent_seconds = keep_sent_seconds
+        # The outbox moves on to its next slot after this many rows (V009): the claim walks
+        # at most about that many dead rows, whatever VACUUM does.
+        self.rotate_after_rows = rotate_after_rows
+        self.rotate_check_seconds = rotate_check_seconds
         # Partners wait while the relay is away: retry a lost broker or database often
         # (a handful of relays, not a herd of consumers).
         self.max_reconnect_delay = max_reconnect_delay
@@ -82,7 +86,9 @@ class OutboxRelay:
         self.published = 0
         self.connections = 0
         self.is_leader = False
-        self._last_purge = 0.0
+        self._last_rotation_check = 0.0
+        self.rotations = 0
+        self.truncations = 0
         self._cooldown = Cooldown(seconds=poll_interval)
 
     def run(self) -> None:
@@ -122,8 +128,6 @@ class OutboxRelay:
             pause = self.drain(conn, publisher)  # the first thing after every (re)connect
             if self.stop.is_set():
                 return
-            if self.is_leader:
-                self._purge(conn)
             if pause:
                 self._sleep(listener, self.poll_interval)
             else:
@@ -136,6 +140,8 @@ class OutboxRelay:
         when the relay should pause rather than wake on the next notification: it is a
         standby, or the broker refused everything it was sent."""
         while not self.stop.is_set():
+            if self.is_leader:
+                self._rotate(conn)  # between batches, also under a backlog that never ends
             rows, result = self._publish_batch(conn, publisher)
             if result is None:
                 return True
@@ -208,11 +214,16 @@ class OutboxRelay:
                 self._lease(conn).release()
             self._set_leader(False)
 
-    def _purge(self, conn: Connection) -> None:
-        if time.monotonic() - self._last_purge < 60:
+    def _rotate(self, conn: Connection) -> None:
+        """Between batches, at most every ``rotate_check_seconds``: rotate the outbox (V009)."""
+        if time.monotonic() - self._last_rotation_check < self.rotate_check_seconds:
             return
-        self._last_purge = time.monotonic()
+        self._last_rotation_check = time.monotonic()
         with transaction(conn):
-            removed = Outbox(conn).purge_sent(older_than_seconds=self.keep_sent_seconds)
-        if removed:
-            log.info("outbox_purged", rows=removed)
+            done = Outbox(conn).rotate(rotate_after=self.rotate_after_rows)
+        for action, slot in done:
+            if action == "rotated":
+                self.rotations += 1
+            elif action == "truncated":
+                self.truncations += 1
+            log.debug("outbox_" + action, relay=self.holder, slot=slot)
