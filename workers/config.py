@@ -25,7 +25,8 @@ class Settings(BaseSettings):
 
     prefetch: int = Field(default=100, ge=1, le=10_000)
     batch_size: int = Field(default=20, ge=1, le=1_000)
-    batch_window_ms: int = Field(default=5, ge=0, le=10_000)
+    # 0: group commit (a batch is what queued up meanwhile; nothing waits for company).
+    batch_window_ms: int = Field(default=0, ge=0, le=10_000)
     # Outbox rows the relay claims and publishes per transaction (docs/performance.md).
     relay_batch_size: int = Field(default=1_000, ge=1, le=10_000)
     # Outbox rows per slot before the relay moves writers on to the next one and truncates

@@ -91,6 +91,10 @@ class Processor:
             self.db.close()
 
     def _next_batch(self) -> list[Delivery]:
+        """Group commit: the first delivery and whatever queued up behind it (up to
+        ``CONVEYOR_BATCH_SIZE``). Nothing waits for company when nothing else is queued, and
+        while a transaction runs the next batch fills by itself. ``CONVEYOR_BATCH_WINDOW_MS``
+        (default 0) makes a batch wait that long for more."""
         try:
             first = self.inbound.get(timeout=0.2)
         except queue.Empty:
@@ -99,7 +103,15 @@ class Processor:
         deadline = time.monotonic() + self.settings.batch_window_ms / 1000
         while len(batch) < self.settings.batch_size:
             try:
-                batch.append(self.inbound.get(timeout=max(0.0, deadline - time.monotonic())))
+                batch.append(self.inbound.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                batch.append(self.inbound.get(timeout=wait))
             except queue.Empty:
                 break
         return batch
