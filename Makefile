@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench chaos clean help bench-relay schemas
+.PHONY: demo test lint unit integration bench bench-soak chaos clean help bench-relay schemas
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,6 +43,9 @@ clean:  ## remove the virtualenv and caches
 
 bench: $(STAMP)  ## order-intake benchmark vs a plain reference consumer (takes a few minutes)
 	$(BIN)/python -m bench.orders_bench $(BENCH_ARGS)
+
+bench-soak: $(STAMP)  ## soak: 200,000 orders on one database, plain and with a pinned xmin; rate, p99, outbox per interval
+	$(BIN)/python -m bench.soak_bench $(BENCH_ARGS)
 
 CHAOS_SECONDS ?= 600
 CHAOS_SEED    ?=

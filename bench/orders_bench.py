@@ -6,7 +6,10 @@ measured in the same run on a fresh database and vhost per measurement.
 
 Prints orders/s end to end (queue pre-loaded, clock from worker start to the last order
 decided), publish-to-commit latency p50/p95/p99 at a fixed offered load and flat out,
-worker CPU seconds and peak RSS, and the ratios. A wrong result (an order not decided
+worker CPU seconds and peak RSS, and the ratios. The yardstick (``--no-yardstick`` skips it):
+the 2-process run's orders replayed as Conveyor's own batch transactions with no broker or
+worker Python in the loop (``bench/db_only.py``), and Conveyor's 2-process rate as a
+percentage of that database-only rate (target ≥ 80 %). A wrong result (an order not decided
 exactly once, oversold stock, reconcile drift) fails the benchmark whatever its speed.
 """
 
@@ -19,11 +22,12 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pika
 import psycopg
 
-from bench import harness
+from bench import db_only, harness
 from conveyor import devservices
 from conveyor.db.notify import LISTEN_OUTBOX
 
@@ -31,7 +35,7 @@ CONVEYOR = ["-m", "conveyor", "run", "orders"]
 REFERENCE = ["-m", "bench.reference_consumer"]
 
 
-def catalogue(mix: str, orders: int) -> tuple[dict[str, int], callable]:
+def catalogue(mix: str, orders: int) -> tuple[dict[str, int], Callable[[], dict]]:
     rng = random.Random(1)
     cold = [f"COLD-{i:05d}" for i in range(5000)]
     if mix == "low-contention":
@@ -42,11 +46,12 @@ def catalogue(mix: str, orders: int) -> tuple[dict[str, int], callable]:
 
 
 def throughput(services, *, mix: str, argv: list[str], processes: int, orders: int,
-               env: dict | None = None) -> dict:
+               env: dict | None = None, bodies: list[dict] | None = None) -> dict:
+    """``bodies``: the orders to preload (default: ``orders`` new ones of the mix)."""
     stock, make = catalogue(mix, orders)
     with harness.stage(services) as stage:
         stage.prepare(stock)
-        harness.preload(stage.amqp_url, [make() for _ in range(orders)])
+        harness.preload(stage.amqp_url, bodies if bodies is not None else [make() for _ in range(orders)])
         servers_before = harness.server_cpu_seconds()
         stage.start(argv, count=processes, extra_env=env)
         seconds = harness.wait_decided(stage.database_url, orders)
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-rates", default="250,500,1000",
                         help="offered orders/s for the publish→commit latency runs (comma-separated)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--no-yardstick", dest="yardstick", action="store_false",
+                        help="skip the database-only replay of Conveyor's batch transactions (bench/db_only.py)")
     args = parser.parse_args(argv)
     results: dict = {"machine": _machine(), "throughput": {}, "latency": {}}
     with devservices.provide_services(log=lambda s: print(s, file=sys.stderr)) as services:
@@ -168,18 +175,33 @@ def _compare(services, mix: str, args) -> dict:
         print(f"[{mix}] run {repeat + 1}/{args.repeat}", file=sys.stderr, flush=True)
         reference = throughput(services, mix=mix, argv=REFERENCE, processes=1, orders=args.reference_orders)
         one = throughput(services, mix=mix, argv=CONVEYOR, processes=1, orders=args.orders)
-        two = throughput(services, mix=mix, argv=CONVEYOR, processes=2, orders=args.orders)
+        stock, make = catalogue(mix, args.orders)
+        bodies = [make() for _ in range(args.orders)]  # the 2-process run's orders, replayed by the yardstick
+        two = throughput(services, mix=mix, argv=CONVEYOR, processes=2, orders=args.orders, bodies=bodies)
         runs.append({"reference_1p": reference, "conveyor_1p": one, "conveyor_2p": two,
                      "ratio_2p_vs_reference": round(two["orders_per_s"] / reference["orders_per_s"], 2),
                      "speedup_1p_to_2p": round(two["orders_per_s"] / one["orders_per_s"], 2),
                      "problems": reference["problems"] + one["problems"] + two["problems"]})
+        if args.yardstick:
+            runs[-1].update(_yardstick(services, stock, bodies, two))
+            runs[-1]["problems"] += [f"db-only replay: {p}" for p in runs[-1]["db_only"]["problems"]]
     flat = {name: [r[name] for r in runs] for name in ("reference_1p", "conveyor_1p", "conveyor_2p")}
-    return {"runs": runs,
+    yardstick = {key: summarise(runs, key) for key in ("db_only_orders_per_s", "e2e_over_db_only")
+                 if args.yardstick}
+    return {"runs": runs, **yardstick,
             "orders_per_s": {name: summarise(v, "orders_per_s") for name, v in flat.items()},
             "ratio_2p_vs_reference": summarise(runs, "ratio_2p_vs_reference"),
             "speedup_1p_to_2p": summarise(runs, "speedup_1p_to_2p"),
             "cpu_ms_per_order": {name: summarise(v, "cpu_ms_per_order") for name, v in flat.items()},
             "peak_rss_mb": {name: max(r["peak_rss_mb"] for r in v) for name, v in flat.items()}}
+
+
+def _yardstick(services, stock: dict[str, int], bodies: list[dict], two: dict) -> dict:
+    """The database-only rate for the same orders (bench/db_only.py, 2 processes) and
+    Conveyor's 2-process rate as a percentage of it (target ≥ 80 %)."""
+    replayed = db_only.measure(services, stock=stock, bodies=bodies, processes=2)
+    return {"db_only": replayed, "db_only_orders_per_s": replayed["orders_per_s"],
+            "e2e_over_db_only": round(100 * two["orders_per_s"] / replayed["orders_per_s"], 1)}
 
 
 def render(results: dict) -> str:
@@ -195,6 +217,10 @@ def render(results: dict) -> str:
         r, s = data["ratio_2p_vs_reference"], data["speedup_1p_to_2p"]
         lines.append(f"    ratio 2 processes / reference {r['median']}× ({r['min']}–{r['max']}); "
                      f"speed-up 1→2 processes {s['median']}× ({s['min']}–{s['max']})")
+        if "db_only_orders_per_s" in data:
+            d, e = data["db_only_orders_per_s"], data["e2e_over_db_only"]
+            lines.append(f"    {'db_only_2p':<14} {d['median']:>8} ({d['min']}–{d['max']})   database-only replay; "
+                         f"conveyor_2p = {e['median']} % of it ({e['min']}–{e['max']} %), target ≥ 80 %")
     for name, run in results["latency"].items():
         lines.append(f"  publish→commit latency, {name} ({run['orders']} orders): p50 {run['p50']} ms, "
                      f"p95 {run['p95']} ms, p99 {run['p99']} ms")
