@@ -53,6 +53,29 @@ class Stage:
             self.processes.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT,
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the running processes used so far (user + system)."""
+        total = 0.0
+        for process in self.processes:
+            with open(f"/proc/{process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
+
+    def wait_consuming(self, queue: str = "conveyor.orders", *, timeout: float = 60) -> None:
+        """Until every started process consumes ``queue``: start-up (imports, connecting,
+        declaring) is not part of what a benchmark measures."""
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            channel = connection.channel()
+            deadline = time.monotonic() + timeout
+            while channel.queue_declare(queue, passive=True).method.consumer_count < len(self.processes):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the workers did not start consuming {queue} within {timeout}s")
+                time.sleep(0.01)
+        finally:
+            connection.close()
+
     def usage(self) -> dict:
         """CPU seconds and peak RSS of the running processes (read before stopping them)."""
         cpu, peaks = 0.0, []

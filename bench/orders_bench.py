@@ -52,15 +52,17 @@ def throughput(services, *, mix: str, argv: list[str], processes: int, orders: i
     with harness.stage(services) as stage:
         stage.prepare(stock)
         harness.preload(stage.amqp_url, bodies if bodies is not None else [make() for _ in range(orders)])
-        servers_before = harness.server_cpu_seconds()
         stage.start(argv, count=processes, extra_env=env)
+        stage.wait_consuming()  # the clock and the CPU count start when every worker consumes
+        servers_before, workers_before = harness.server_cpu_seconds(), stage.cpu_seconds()
         seconds = harness.wait_decided(stage.database_url, orders)
-        usage = stage.usage()
+        usage, workers = stage.usage(), stage.cpu_seconds() - workers_before
         servers = {k: v - servers_before[k] for k, v in harness.server_cpu_seconds().items()}
         stage.stop()
         problems = harness.verify(stage.database_url, orders)
     return {"orders_per_s": round(orders / seconds, 1), "seconds": round(seconds, 2),
-            "cpu_ms_per_order": round(usage["cpu_seconds"] * 1000 / orders, 3),
+            "cpu_ms_per_order": round(workers * 1000 / orders, 3),
+            "cpu_ms_per_order_with_startup": round(usage["cpu_seconds"] * 1000 / orders, 3),
             "postgres_cpu_ms_per_order": round(servers["postgres"] * 1000 / orders, 3),
             "rabbitmq_cpu_ms_per_order": round(servers["rabbitmq"] * 1000 / orders, 3),
             "peak_rss_mb": usage["peak_rss_mb"], "problems": problems}
@@ -72,7 +74,7 @@ def latency(services, *, rate: float, seconds: float, processes: int) -> dict:
     with harness.stage(services) as stage:
         stage.prepare(stock)
         stage.start(CONVEYOR, count=processes)
-        time.sleep(3)  # consumers connected
+        stage.wait_consuming()
         sent: dict[str, float] = {}
         seen: dict[str, float] = {}
         done = threading.Event()
@@ -132,9 +134,47 @@ def _poll_visible(database_url: str, sent: dict, seen: dict, done: threading.Eve
                     pending.discard(order_id)
 
 
-def summarise(runs: list[dict], key: str) -> dict:
+def summarise(runs: list[dict], key: str, *, digits: int = 1) -> dict:
     values = [r[key] for r in runs]
-    return {"median": round(statistics.median(values), 1), "min": min(values), "max": max(values)}
+    return {"median": round(statistics.median(values), digits), "min": min(values), "max": max(values)}
+
+
+def capacity_under_load(services, *, seconds: float, processes: int = 2) -> dict:
+    """Orders/s the workers decide while a publisher on the same machine sends flat out
+    beside them (as in the latency runs): the capacity the latency targets are relative to.
+    Counted over the publishing window only; the backlog left is drained and verified."""
+    stock, make = catalogue("low-contention", 100_000)
+    with harness.stage(services) as stage:
+        stage.prepare(stock)
+        stage.start(CONVEYOR, count=processes)
+        stage.wait_consuming()
+        with psycopg.connect(stage.database_url, autocommit=True) as conn:
+            sent: dict[str, float] = {}
+            before = harness.decided(conn)
+            started = time.monotonic()
+            total = _publish_for(stage.amqp_url, make, sent, seconds=seconds)
+            window = time.monotonic() - started
+            in_window = harness.decided(conn) - before
+        harness.wait_decided(stage.database_url, total)
+        stage.stop()
+        problems = harness.verify(stage.database_url, total)
+    return {"orders_per_s": round(in_window / window, 1), "published_per_s": round(total / window, 1),
+            "orders": total, "problems": problems}
+
+
+def _publish_for(amqp_url: str, make, sent: dict, *, seconds: float) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    deadline, count = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        for _ in range(200):
+            body = make()
+            sent[body["order_id"]] = time.monotonic()
+            harness.publish(channel, body)
+            count += 1
+        connection.process_data_events(0)
+    connection.close()
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mixes", default="low-contention,hot-sku")
     parser.add_argument("--latency-seconds", type=float, default=10)
-    parser.add_argument("--latency-rates", default="250,500,1000",
-                        help="offered orders/s for the publish→commit latency runs (comma-separated)")
+    parser.add_argument("--latency-rates", default="50%,80%",
+                        help="offered load of the publish→commit latency runs, comma-separated: orders/s, or "
+                             "N%% of the capacity measured in this run with the publisher running beside the "
+                             "workers (default 50%%,80%%)")
+    parser.add_argument("--no-flat-out", dest="flat_out", action="store_false",
+                        help="skip the latency run that publishes flat out (a backlog: it measures the queue)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-yardstick", dest="yardstick", action="store_false",
                         help="skip the database-only replay of Conveyor's batch transactions (bench/db_only.py)")
@@ -154,19 +198,53 @@ def main(argv: list[str] | None = None) -> int:
     with devservices.provide_services(log=lambda s: print(s, file=sys.stderr)) as services:
         for mix in args.mixes.split(","):
             results["throughput"][mix] = _compare(services, mix, args)
-        for rate in (int(r) for r in args.latency_rates.split(",") if r):
-            print(f"[latency] offered {rate}/s", file=sys.stderr, flush=True)
-            results["latency"][f"offered_{rate}"] = latency(services, rate=rate, seconds=args.latency_seconds,
-                                                            processes=2)
-        results["latency"]["flat_out"] = latency(services, rate=0, seconds=args.latency_seconds, processes=2)
+        capacity = None
+        if "%" in args.latency_rates:
+            results["capacity_under_load"] = _capacity_repeated(services, args)
+            capacity = results["capacity_under_load"]["orders_per_s"]["median"]
+        for label, rate in offered_rates(args.latency_rates, capacity):
+            results["latency"][label] = _latency_repeated(services, rate, args)
+        if args.flat_out:
+            flat = latency(services, rate=0, seconds=args.latency_seconds, processes=2)
+            results["latency"]["flat_out"] = {"offered_per_s": "max", "runs": [flat],
+                                              **{k: flat[k] for k in ("p50", "p95", "p99")}}
     problems = [p for mix in results["throughput"].values() for run in mix["runs"] for p in run["problems"]]
-    problems += [p for run in results["latency"].values() for p in run["problems"]]
+    problems += [p for entry in results["latency"].values() for run in entry["runs"] for p in run["problems"]]
+    problems += [p for run in results.get("capacity_under_load", {}).get("runs", []) for p in run["problems"]]
     results["ok"] = not problems
     print(render(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     return 0 if not problems else 1
+
+
+def offered_rates(spec: str, capacity: float | None) -> list[tuple[str, float]]:
+    """``"50%,80%,300"`` → ``[("50%_of_capacity", 0.5 × capacity), …, ("offered_300", 300)]``."""
+    rates = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part.endswith("%"):
+            assert capacity is not None  # measured first when a rate is relative
+            rates.append((f"{part[:-1]}%_of_capacity", round(capacity * float(part[:-1]) / 100, 1)))
+        else:
+            rates.append((f"offered_{part}", float(part)))
+    return rates
+
+
+def _capacity_repeated(services, args) -> dict:
+    runs = []
+    for repeat in range(args.repeat):
+        print(f"[capacity with the publisher running] run {repeat + 1}/{args.repeat}", file=sys.stderr, flush=True)
+        runs.append(capacity_under_load(services, seconds=args.latency_seconds))
+    return {"runs": runs, "orders_per_s": summarise(runs, "orders_per_s")}
+
+
+def _latency_repeated(services, rate: float, args) -> dict:
+    runs = []
+    for repeat in range(args.repeat):
+        print(f"[latency] offered {rate}/s, run {repeat + 1}/{args.repeat}", file=sys.stderr, flush=True)
+        runs.append(latency(services, rate=rate, seconds=args.latency_seconds, processes=2))
+    return {"offered_per_s": rate, "runs": runs, **{k: summarise(runs, k) for k in ("p50", "p95", "p99")}}
 
 
 def _compare(services, mix: str, args) -> dict:
@@ -192,7 +270,7 @@ def _compare(services, mix: str, args) -> dict:
             "orders_per_s": {name: summarise(v, "orders_per_s") for name, v in flat.items()},
             "ratio_2p_vs_reference": summarise(runs, "ratio_2p_vs_reference"),
             "speedup_1p_to_2p": summarise(runs, "speedup_1p_to_2p"),
-            "cpu_ms_per_order": {name: summarise(v, "cpu_ms_per_order") for name, v in flat.items()},
+            "cpu_ms_per_order": {name: summarise(v, "cpu_ms_per_order", digits=3) for name, v in flat.items()},
             "peak_rss_mb": {name: max(r["peak_rss_mb"] for r in v) for name, v in flat.items()}}
 
 
@@ -221,12 +299,23 @@ def render(results: dict) -> str:
             d, e = data["db_only_orders_per_s"], data["e2e_over_db_only"]
             lines.append(f"    {'db_only_2p':<14} {d['median']:>8} ({d['min']}–{d['max']})   database-only replay; "
                          f"conveyor_2p = {e['median']} % of it ({e['min']}–{e['max']} %), target ≥ 80 %")
-    for name, run in results["latency"].items():
-        lines.append(f"  publish→commit latency, {name} ({run['orders']} orders): p50 {run['p50']} ms, "
-                     f"p95 {run['p95']} ms, p99 {run['p99']} ms")
+    if "capacity_under_load" in results:
+        lines.append(f"  capacity with the publisher running beside the workers (2 processes): "
+                     f"{_spread(results['capacity_under_load']['orders_per_s'])} orders/s")
+    for name, entry in results["latency"].items():
+        lines.append(f"  publish→commit latency, {name} ({entry['offered_per_s']}/s offered, "
+                     f"{len(entry['runs'])} runs of {entry['runs'][0]['orders']} orders): "
+                     + ", ".join(f"{k} {_spread(entry[k])} ms" for k in ("p50", "p95", "p99")))
     verdict = "OK (every order decided once, no oversell, no drift)" if results["ok"] else "WRONG RESULT"
     lines.append(f"  verdict: {verdict}")
     return "\n".join(lines)
+
+
+def _spread(value) -> str:
+    """A median (min–max) summary, or a single figure."""
+    if isinstance(value, dict):
+        return f"{value['median']} ({value['min']}–{value['max']})"
+    return str(value)
 
 
 def _machine() -> str:

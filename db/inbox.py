@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from conveyor.db.arrays import int_array, text_array
 from conveyor.db.locks import sorted_keys
 
 CLAIM = """
@@ -14,7 +15,7 @@ ON CONFLICT (message_id) DO NOTHING
 RETURNING 1
 """
 CLAIM_MANY = """
-INSERT INTO inbox (message_id, handler) SELECT unnest(%(ids)b::text[]), %(handler)s
+INSERT INTO inbox (message_id, handler) SELECT unnest(%(ids)s::text[]), %(handler)s
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
 """
@@ -23,10 +24,10 @@ RETURNING message_id
 # the locks in key order. One round trip instead of two.
 CLAIM_MANY_AFTER_LOCKING = """
 WITH locked AS MATERIALIZED (
-    SELECT count(pg_advisory_xact_lock(k)) AS n FROM unnest(%(keys)b::bigint[]) AS k
+    SELECT count(pg_advisory_xact_lock(k)) AS n FROM unnest(%(keys)s::bigint[]) AS k
 )
 INSERT INTO inbox (message_id, handler)
-SELECT m.message_id, %(handler)s FROM locked, unnest(%(ids)b::text[]) AS m(message_id)
+SELECT m.message_id, %(handler)s FROM locked, unnest(%(ids)s::text[]) AS m(message_id)
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
 """
@@ -47,10 +48,10 @@ class Inbox:
         (tenant, SKU) pairs ``after_locking``; returns the ids that were new."""
         keys = sorted_keys(after_locking)
         if keys and message_ids:
-            cursor = self._conn.execute(CLAIM_MANY_AFTER_LOCKING, {"keys": keys, "handler": handler,
-                                                                   "ids": message_ids})
+            cursor = self._conn.execute(CLAIM_MANY_AFTER_LOCKING, {"keys": int_array(keys), "handler": handler,
+                                                                   "ids": text_array(message_ids)})
         else:
-            cursor = self._conn.execute(CLAIM_MANY, {"ids": message_ids, "handler": handler})
+            cursor = self._conn.execute(CLAIM_MANY, {"ids": text_array(message_ids), "handler": handler})
         return {row[0] for row in cursor}
 
     def seen(self, message_ids: list[str]) -> set[str]:

@@ -6,8 +6,9 @@ events), serialized by pydantic's Rust core straight from the dataclasses and un
 ``jsonb_to_recordset`` on the server: psycopg dumps Python lists as text arrays element by
 element (≈2.6 ms for a batch's outbox rows, measured) and ``json.dumps`` walks every dict in
 Python. Values keep their exact form: ids and money as strings, timestamps in ISO 8601.
-The stock keys, which are joined to ``stock_levels``, travel as binary arrays: the planner
-sizes ``unnest`` of a parameter right (it takes ``jsonb_to_recordset`` for 100 rows), and
+The stock keys, which are joined to ``stock_levels``, travel as arrays (one literal each,
+``conveyor.db.arrays``): the planner sizes ``unnest`` of a parameter right (it takes
+``jsonb_to_recordset`` for 100 rows), and
 with the sessions' ``random_page_cost`` (``conveyor.db.connection``) it probes the primary key
 instead of hashing the whole table.
 The caller holds the stock locks of every (tenant, SKU) involved.
@@ -23,6 +24,7 @@ from uuid import UUID
 import psycopg
 from pydantic import TypeAdapter
 
+from conveyor.db.arrays import int_array, text_array
 from conveyor.db.errors import IntegrityViolation
 from conveyor.db.notify import OUTBOX_CHANNEL
 from conveyor.db.stock import StockLevel
@@ -44,7 +46,7 @@ WITH new_tenants AS (
 SELECT order_id::text, NULL, NULL, NULL FROM claimed
 UNION ALL
 SELECT s.tenant_id, s.sku, s.on_hand, s.reserved
-FROM unnest(%(tenants)b::text[], %(skus)b::text[]) AS k(tenant_id, sku)
+FROM unnest(%(tenants)s::text[], %(skus)s::text[]) AS k(tenant_id, sku)
 JOIN stock_levels s USING (tenant_id, sku)
 """
 
@@ -53,7 +55,7 @@ JOIN stock_levels s USING (tenant_id, sku)
 RECORD = f"""
 WITH reserved AS (
     UPDATE stock_levels s SET reserved = s.reserved + r.quantity, last_cause = %(cause)s
-    FROM unnest(%(tenants)b::text[], %(skus)b::text[], %(quantities)b::int[]) AS r(tenant_id, sku, quantity)
+    FROM unnest(%(tenants)s::text[], %(skus)s::text[], %(quantities)s::int[]) AS r(tenant_id, sku, quantity)
     WHERE s.tenant_id = r.tenant_id AND s.sku = r.sku AND s.on_hand - s.reserved >= r.quantity
     RETURNING 1
 ), new_orders AS (
@@ -88,7 +90,7 @@ SELECT (SELECT count(*) FROM reserved),
 """
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OrderKey:
     """What registers an order id: the id, its tenant and its partition key."""
 
@@ -97,7 +99,7 @@ class OrderKey:
     placed_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewLine:
     line_no: int
     sku: str
@@ -106,7 +108,7 @@ class NewLine:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewOrder:
     order_id: UUID
     tenant_id: str
@@ -120,7 +122,7 @@ class NewOrder:
     lines: list[NewLine]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Held:
     """One reservation: ``quantity`` of (tenant, SKU) held for the order."""
 
@@ -130,7 +132,7 @@ class Held:
     quantity: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutboxEvent:
     """An outbox row; events of one correlation id are published in the order written.
     ``payload`` is the event's JSON text (a message model's ``model_dump_json()``)."""
@@ -162,7 +164,7 @@ class IntakeRepository:
         before is left out of ``new_orders``."""
         rows = self._conn.execute(CLAIM_AND_READ, {
             "orders": KEYS_JSON.dump_json(orders).decode(),
-            "tenants": [t for t, _ in stock], "skus": [s for _, s in stock],
+            "tenants": text_array(t for t, _ in stock), "skus": text_array(s for _, s in stock),
         }).fetchall()
         claimed = Claimed(set(), {})
         for first, sku, on_hand, reserved in rows:
@@ -179,8 +181,8 @@ class IntakeRepository:
         stock = sorted(reserve)
         row = self._conn.execute(RECORD, {
             "cause": cause,
-            "tenants": [t for t, _ in stock], "skus": [s for _, s in stock],
-            "quantities": [reserve[key] for key in stock],
+            "tenants": text_array(t for t, _ in stock), "skus": text_array(s for _, s in stock),
+            "quantities": int_array(reserve[key] for key in stock),
             "orders": ORDERS_JSON.dump_json(orders).decode(),
             "held": HELD_JSON.dump_json(held).decode(),
             "events": EVENTS_JSON.dump_json(events).decode(),

@@ -102,7 +102,20 @@ def test_tenant_id_is_optional() -> None:
 
 @pytest.mark.parametrize("price", ["0", "1", "12.5", "12.50", "99999999999999999999.9999"])
 def test_money_strings_within_the_pattern_are_accepted(price: str) -> None:
-    assert parse(encode(with_item(unit_price=price))).items[0].unit_price == Decimal(price)
+    order = with_item(unit_price=price, quantity=1)
+    del order["items"][1:]  # alone, so that the total is the price
+    assert parse(encode(order)).items[0].unit_price == Decimal(price)
+
+
+def test_an_order_whose_total_is_not_an_amount_is_refused() -> None:
+    # Given two lines whose prices are valid amounts but whose total has 21 integer digits
+    order = with_item(unit_price="60000000000000000000", quantity=1)
+    order["items"].append({"sku": "SKU-2", "quantity": 1, "unit_price": "40000000000000000000"})
+
+    # When it is parsed, Then it is refused with the reason (no event could state its total)
+    with pytest.raises(InvalidMessage) as refused:
+        parse(encode(order))
+    assert refused.value.code == "schema_violation" and "below 10^20" in refused.value.detail
 
 
 def test_a_body_exactly_at_the_limit_is_accepted() -> None:
@@ -315,7 +328,8 @@ _orders = st.fixed_dictionaries(
         "order_id": st.uuids().map(str),
         "customer_id": _text,
         "currency": st.from_regex(r"[A-Z]{3}", fullmatch=True),
-        "items": st.lists(_items, min_size=1, max_size=5),
+        "items": st.lists(_items, min_size=1, max_size=5).filter(
+            lambda items: sum(Decimal(i["unit_price"]) * i["quantity"] for i in items) < 10 ** 20),
         "placed_at": _moments.map(datetime.isoformat),
     },
     optional={"tenant_id": st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True))},
