@@ -11,18 +11,20 @@ vhost: on the machine's servers (whose PostgreSQL runs with autovacuum off), or 
 installed binaries (``RestartablePostgres(durable=False)``, autovacuum on; the machine's
 configuration is never touched). The workers, schema and broker topology are Conveyor's.
 
-A run: ``--skus`` SKUs whose stock never runs out, ``--processes`` copies of ``conveyor run
-orders relay`` (the relay drains the outbox; one copy leads), then a publisher thread keeps
-``conveyor.orders`` fed flat out with publisher confirms (``--confirm-batch`` publishes per
-confirm round) while holding the queue's ready messages at most ``--backlog`` (closed loop:
-the workers never idle, latency stays finite), until ``--orders`` are published or
-``--max-seconds`` have passed. Each order takes 3 random SKUs (seeded). Every ``--interval``
-seconds a monitor samples: orders decided, CPU of the PostgreSQL server (its postmaster's
-process tree), of RabbitMQ and of the workers, the outbox's live/dead tuples and size summed
-over ``pg_partition_tree('outbox')``, its pending rows (the outbox holds only unpublished
-ones), and stock_levels' dead tuples and size. Latency of an order = ``orders.created_at``
-(its transaction's start) − ``placed_at`` (set when it is published). Run ``pinned``: another
-session holds a REPEATABLE READ transaction with an xid and a snapshot for the whole run.
+A run: a freshly migrated database, ``VACUUM ANALYZE``d while still empty (as a restore or
+upgrade runbook does; ``--no-vacuum-empty`` skips it), then ``--skus`` SKUs whose stock never
+runs out, ``--processes`` copies of ``conveyor run orders relay`` (the relay drains the
+outbox; one copy leads), then a publisher thread keeps ``conveyor.orders`` fed flat out with
+publisher confirms (``--confirm-batch`` publishes per confirm round) while holding the queue's
+ready messages at most ``--backlog`` (closed loop: the workers never idle, latency stays
+finite), until ``--orders`` are published or ``--max-seconds`` have passed. Each order takes 3
+random SKUs (seeded). Every ``--interval`` seconds a monitor samples: orders decided, CPU of
+the PostgreSQL server (its postmaster's process tree), of RabbitMQ and of the workers, the
+outbox's live/dead tuples and size summed over ``pg_partition_tree('outbox')``, its pending
+rows (the outbox holds only unpublished ones), and stock_levels' dead tuples and size. Latency
+of an order = ``orders.created_at`` (its transaction's start) − ``placed_at`` (set when it is
+published). Run ``pinned``: another session holds a REPEATABLE READ transaction with an xid
+and a snapshot for the whole run.
 
 Target (issue 12): in both runs the last tenth of the run (first to last order decided)
 within 15 % of the first tenth's orders/s ("flat": last ≥ 0.85 × first), and the relay
@@ -379,11 +381,16 @@ class Options:
     max_seconds: float
     seed: int
     server: str
+    vacuum_empty: bool = True
 
 
 def one_run(services: devservices.Services, name: str, opts: Options) -> dict:
     with database_server(services, opts.server) as run_services, harness.stage(run_services) as stage:
-        stage.prepare({sku: STOCK_PER_SKU for sku in catalogue_of(opts.skus)})
+        stage.prepare({})
+        if opts.vacuum_empty:  # what a restore or upgrade runbook does: the tables are recorded empty
+            with psycopg.connect(stage.database_url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+        stage.seed({sku: STOCK_PER_SKU for sku in catalogue_of(opts.skus)})
         settings = server_settings(stage.database_url)
         log(f"[{name}] server {opts.server}: {settings}")
         with pinned_xmin(stage.database_url, name == "pinned") as pin:
@@ -623,6 +630,8 @@ def parse(argv: list[str] | None) -> tuple[Options, list[str], str | None]:
     parser.add_argument("--server", choices=SERVERS, default="machine")
     parser.add_argument("--max-seconds", type=float, default=900, help="stop publishing after this long")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-vacuum-empty", dest="vacuum_empty", action="store_false",
+                        help="skip the VACUUM ANALYZE of the freshly migrated, still empty database")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     runs = [r for r in args.runs.split(",") if r]
@@ -631,7 +640,7 @@ def parse(argv: list[str] | None) -> tuple[Options, list[str], str | None]:
     if args.skus < 3:
         parser.error("--skus must be at least 3")
     opts = Options(args.orders, args.skus, args.processes, args.interval, args.backlog, args.confirm_batch,
-                   args.max_seconds, args.seed, args.server)
+                   args.max_seconds, args.seed, args.server, args.vacuum_empty)
     return opts, runs, args.json
 
 
