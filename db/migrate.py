@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from conveyor.db.errors import MigrationError
+from conveyor.db.errors import MigrationError, wrap_exceptions
 
 FILENAME = re.compile(r"^V(?P<version>\d+)__(?P<description>[A-Za-z0-9_]+)\.sql$")
 # Constant key for pg_advisory_xact_lock: "conveyor migrations".
@@ -31,6 +31,9 @@ SELECT coalesce((SELECT c.relowner = r.oid AND pg_has_role(r.oid, 'MEMBER')
                  FROM pg_class c JOIN pg_roles r ON r.rolname = %(role)s
                  WHERE c.oid = to_regclass('schema_history')), false)
 """
+
+# The description of a version the database applied but this code has no file for.
+FILE_MISSING = "(file missing)"
 
 LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
 RECORD = """
@@ -104,9 +107,39 @@ def status(database_url: str, *, directory: Path | None = None) -> list[Migratio
     known = {m.version for m in migrations}
     for version, (filename, _checksum, applied_at) in sorted(applied.items()):
         if version not in known:
-            missing = Migration(version, "(file missing)", filename, "")
+            missing = Migration(version, FILE_MISSING, filename, "")
             states.append(MigrationState(missing, applied_at, None))
     return states
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """Whether the database's schema is what this code needs (``conveyor run`` checks first)."""
+
+    pending: list[str]    # files this code has that the database has not applied
+    modified: list[str]   # applied files whose text changed since
+    ahead: list[str]      # applied versions this code does not know: a newer release migrated
+
+    @property
+    def ready(self) -> bool:
+        """A database ahead of the code is fine (expand/contract deploys run old code on a
+        newer schema); one behind it, or with an edited migration, is not."""
+        return not self.pending and not self.modified
+
+
+def check_schema(database_url: str, *, directory: Path | None = None) -> SchemaCheck:
+    """Compare the database's schema_history with this code's migrations. Driver errors
+    leave as Conveyor's error family (``conveyor.db.errors``)."""
+    with wrap_exceptions():
+        states = status(database_url, directory=directory)
+    by_status: dict[str, list[str]] = {"pending": [], "modified": [], "applied": []}
+    ahead = []
+    for state in states:
+        if state.migration.description == FILE_MISSING:
+            ahead.append(state.migration.filename)
+        else:
+            by_status[state.status].append(state.migration.filename)
+    return SchemaCheck(by_status["pending"], by_status["modified"], ahead)
 
 
 def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:

@@ -89,6 +89,11 @@ FROM outbox WHERE sent_at IS NULL
 PENDING_BY_EXCHANGE = """
 SELECT exchange, count(*) FROM outbox WHERE sent_at IS NULL GROUP BY exchange ORDER BY exchange
 """
+SHOW_ROTATION = """
+SELECT r.slot, r.rotated_at, r.rotations, r.truncations,
+       (SELECT sum(pg_total_relation_size(relid))::bigint FROM pg_partition_tree('outbox') WHERE isleaf)
+FROM outbox_rotation r
+"""
 SHOW_LEASE = """
 SELECT holder, acquired_at, renewed_at, expires_at, coalesce(expires_at > now(), false),
        last_sent_at, sent_total
@@ -121,6 +126,22 @@ def outbox_stats(conn: psycopg.Connection) -> OutboxStats:
         pending, oldest, age, now = _one(conn, OUTBOX_STATS)
         by_exchange: dict[str, int] = dict(conn.execute(PENDING_BY_EXCHANGE).fetchall())
     return OutboxStats(pending, oldest, age.total_seconds() if age is not None else None, by_exchange, now)
+
+
+@dataclass(frozen=True)
+class RotationState:
+    """The outbox's rotating slots (V009): where writers insert, how often it moved on."""
+
+    slot: int
+    rotated_at: datetime
+    rotations: int
+    truncations: int
+    size_bytes: int
+
+
+def rotation_state(conn: psycopg.Connection) -> RotationState:
+    with wrap_exceptions(conn):
+        return RotationState(*_one(conn, SHOW_ROTATION))
 
 
 def lease_state(conn: psycopg.Connection, name: str = LEASE) -> LeaseState | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from conveyor.db.connection import make_pool
 from conveyor.workers.config import Settings
 from conveyor.workers.handlers import orders as order_worker
 from conveyor.workers.handlers import payments as payment_worker
 from conveyor.workers.handlers import shipping as shipping_worker
 from conveyor.workers.roles import ALL, WORKER_NAMES
+from conveyor.workers.runtime.schema_gate import wait_until_migrated
 from conveyor.workers.runtime.spec import WorkerSpec
 from conveyor.workers.runtime.supervisor import Supervisor
 from conveyor.workers.services.expirer import Expirer
@@ -62,9 +66,23 @@ def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
 
 
 def run(names: list[str], settings: Settings) -> int:
+    if not _schema_ready(settings):
+        return 0  # stopped (SIGTERM/SIGINT) while waiting for the migrations
     supervisor = build_supervisor(names or list(ALL), settings)
     supervisor.install_signal_handlers()
     try:
         return supervisor.wait()
     finally:
         supervisor.pool.close()
+
+
+def _schema_ready(settings: Settings) -> bool:
+    """Safe start (``runtime/schema_gate.py``): wait, stoppable by a signal, until the
+    database's schema is what this code needs."""
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return wait_until_migrated(settings.database_url, stop=stop, interval=settings.schema_check_interval)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

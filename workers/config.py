@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     reservation_ttl: float = Field(default=15 * 60, gt=0)
     # Seconds between checks for tables whose planner statistics went stale (0: never; V008).
     analyze_interval: float = Field(default=5.0, ge=0, le=3600)
+    # Seconds between checks while `conveyor run` waits for pending migrations (safe start).
+    schema_check_interval: float = Field(default=5.0, gt=0, le=3600)
 
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

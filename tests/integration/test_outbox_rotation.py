@@ -5,6 +5,11 @@ horizon (which keeps VACUUM from reclaiming anything)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import psycopg
 
 from conveyor.db.outbox import Outbox
@@ -17,7 +22,7 @@ from tests.support.relay import (
     running_relay,
     seed_skus,
 )
-from tests.support.workers import event_tap, wait_until
+from tests.support.workers import ROOT, event_tap, wait_until
 
 
 def rotation(database_url: str) -> dict:
@@ -27,6 +32,14 @@ def rotation(database_url: str) -> dict:
         sizes = dict(conn.execute("SELECT slot, pg_relation_size(format('outbox_slot_%s', slot)) "
                                   "FROM generate_series(0, 2) slot").fetchall())
     return {"slot": slot, "rotations": rotations, "truncations": truncations, "sizes": sizes}
+
+
+def relay_status(settings) -> dict:
+    env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": settings.amqp_url}
+    done = subprocess.run([sys.executable, "-m", "conveyor", "relay", "status", "--json"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def only_the_current_slot_has_pages(database_url: str) -> bool:
@@ -54,6 +67,11 @@ def test_a_rotating_outbox_publishes_everything_in_order_and_gives_the_space_bac
     assert_contiguous_in_order(received, expected_last=current_versions(settings.database_url))
     state = rotation(settings.database_url)
     assert state["rotations"] >= 5 and relay.rotations >= 5 and relay.truncations >= 3
+    # And `conveyor relay status` tells an operator the same
+    status = relay_status(settings)
+    assert (status["outbox_slot"], status["outbox_rotations"], status["outbox_truncations"]) == (
+        state["slot"], state["rotations"], state["truncations"])
+    assert status["outbox_size_bytes"] >= sum(state["sizes"].values())
 
 
 def test_a_slot_written_by_an_open_transaction_is_not_truncated_and_its_rows_are_published(settings):

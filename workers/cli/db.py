@@ -12,7 +12,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = db_sub.add_parser("migrate", help="apply pending migrations (refuses if an applied file was edited)")
     json_flag(p)
-    p = db_sub.add_parser("status", help="list applied and pending migrations")
+    p = db_sub.add_parser("status", help="list applied and pending migrations",
+                          description="Exit 0 when every migration is applied as written; 1 when any is pending or "
+                                      "was edited after it was applied (workers wait for such a database).")
     json_flag(p)
     p = db_sub.add_parser("partitions", help="create monthly order partitions ahead of time")
     p.add_argument("--months", type=int, default=3, help="months ahead of the current one (default 3)")
@@ -40,7 +42,7 @@ def db_status(args: argparse.Namespace) -> int:
     text = "\n".join(f"{r['version']:>4}  {r['status']:<8}  {r['file']}  {r['applied_at'] or ''}"
                      for r in rows) or "no migrations"
     emit(args, rows, text)
-    return EXIT_FAILED if any(s.status == "modified" for s in states) else EXIT_OK
+    return EXIT_FAILED if any(s.status in ("modified", "pending") for s in states) else EXIT_OK
 
 
 @command("db partitions")

@@ -15,7 +15,7 @@ def add_parsers(sub) -> None:
     relay = sub.add_parser("relay", help="the outbox relay: status")
     relay_sub = relay.add_subparsers(dest="relay_command", required=True, metavar="ACTION")
     p = relay_sub.add_parser(
-        "status", help="pending rows, oldest pending age, last sent, which relay is active",
+        "status", help="pending rows, oldest pending age, last sent, which relay is active, the outbox's slots",
         description="Exit 0, or 1 when rows are pending and no relay holds a live lease.")
     json_flag(p)
 
@@ -35,6 +35,7 @@ def read_status(conn) -> dict:
 
     stats = views.outbox_stats(conn)
     lease = views.lease_state(conn)
+    rotation = views.rotation_state(conn)
     live = bool(lease and lease.live)
     return {
         "pending": stats.pending,
@@ -49,6 +50,11 @@ def read_status(conn) -> dict:
         "lease_holder": lease.holder if lease else None,
         "lease_acquired_at": _iso(lease.acquired_at) if lease else None,
         "lease_expires_at": _iso(lease.expires_at) if lease else None,
+        "outbox_slot": rotation.slot,
+        "outbox_rotated_at": _iso(rotation.rotated_at),
+        "outbox_rotations": rotation.rotations,
+        "outbox_truncations": rotation.truncations,
+        "outbox_size_bytes": rotation.size_bytes,
         "checked_at": _iso(stats.checked_at),
     }
 
@@ -65,6 +71,9 @@ def render(data: dict) -> str:
         f"pending       {data['pending']}{' (' + by_exchange + ')' if by_exchange else ''}{oldest}",
         f"last sent     {data['last_sent_at'] or 'never'} ({data['sent_total']} sent in all)",
         f"active relay  {active}",
+        f"outbox        slot {data['outbox_slot']} since {data['outbox_rotated_at']}; "
+        f"{data['outbox_rotations']} rotations, {data['outbox_truncations']} drained slots truncated; "
+        f"{data['outbox_size_bytes'] / 1e6:.1f} MB on disk",
     ])
 
 

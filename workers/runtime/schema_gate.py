@@ -1,0 +1,53 @@
+"""Safe start: a worker consumes nothing until the database's schema is what its code needs.
+
+On a database whose migrations are pending (never migrated, or an older release) or edited,
+every message would fail (``relation "inbox" does not exist``) and march through the retry
+tiers into the DLQ. So ``conveyor run`` first compares ``schema_history`` with its own
+migrations; until they match it logs one line naming what is missing (again only when that
+changes), consumes nothing, and checks again every ``CONVEYOR_SCHEMA_CHECK_INTERVAL``
+seconds: ``docker compose up`` heals by itself once the migrate job finishes. A database
+ahead of the code (a newer release migrated) is accepted with a warning: expand/contract
+deploys run the previous code on the newer schema.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from conveyor.db.errors import DatabaseError
+from conveyor.db.migrate import SchemaCheck, check_schema
+from conveyor.workers.logging import get_logger
+
+log = get_logger("conveyor.schema")
+
+
+def wait_until_migrated(database_url: str, *, stop: threading.Event, interval: float,
+                        check: Callable[[str], SchemaCheck] = check_schema) -> bool:
+    """Block until the schema is ready; False when ``stop`` was set first."""
+    reported: object = None
+    while not stop.is_set():
+        try:
+            result = check(database_url)
+        except DatabaseError as error:
+            state: object = ("unreachable", type(error).__name__)
+            if state != reported:
+                log.warning("schema_check_failed", error=str(error)[:300], retry_in_s=interval)
+        else:
+            if result.ready:
+                _report_ready(result, waited=reported is not None)
+                return True
+            state = (tuple(result.pending), tuple(result.modified))
+            if state != reported:
+                log.error("schema_not_ready", pending=result.pending, modified=result.modified,
+                          hint="run `conveyor db migrate`; consuming nothing until then", retry_in_s=interval)
+        reported = state
+        stop.wait(interval)
+    return False
+
+
+def _report_ready(result: SchemaCheck, *, waited: bool) -> None:
+    if result.ahead:
+        log.warning("schema_ahead_of_code", applied_unknown=result.ahead)
+    if waited:
+        log.info("schema_ready")
