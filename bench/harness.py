@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -128,11 +129,8 @@ def preload(amqp_url: str, orders: list[dict]) -> None:
     connection.close()
 
 
-def server_cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by this machine's PostgreSQL processes (with the exited
-    backends, which the postmaster's children times hold) and RabbitMQ's beam.smp. The
-    difference over a measurement tells where the two cores went."""
-    totals = {"postgres": 0.0, "rabbitmq": 0.0}
+def process_cpu() -> Iterator[tuple[int, str, int, float]]:
+    """(pid, name, parent pid, CPU seconds including exited children) of every process."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -140,9 +138,18 @@ def server_cpu_seconds() -> dict[str, float]:
         except OSError:
             continue  # gone meanwhile
         name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        yield int(pid), name, int(fields[1]), sum(int(v) for v in fields[11:15]) / CLOCK_TICKS  # u+s+cu+cs
+
+
+def server_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this machine's PostgreSQL processes (with the exited
+    backends, which the postmaster's children times hold) and RabbitMQ's beam.smp. The
+    difference over a measurement tells where the two cores went."""
+    totals = {"postgres": 0.0, "rabbitmq": 0.0}
+    for _pid, name, _parent, seconds in process_cpu():
         group = "postgres" if name in ("postgres", "postmaster") else "rabbitmq" if name.startswith("beam") else None
         if group:
-            totals[group] += sum(int(v) for v in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+            totals[group] += seconds
     return totals
 
 

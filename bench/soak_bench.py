@@ -233,15 +233,8 @@ def cpu_seconds(postmaster: int) -> tuple[float, float]:
     """CPU seconds so far of one PostgreSQL server (the postmaster with its exited children,
     plus its live children) and of RabbitMQ (beam.smp): (postgres, rabbitmq)."""
     postgres = rabbitmq = 0.0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
-        seconds = sum(int(v) for v in fields[11:15]) / harness.CLOCK_TICKS  # utime stime cutime cstime
-        if int(pid) == postmaster or int(fields[1]) == postmaster:
+    for pid, name, parent, seconds in harness.process_cpu():
+        if postmaster in (pid, parent):
             postgres += seconds
         elif name.startswith("beam"):
             rabbitmq += seconds
