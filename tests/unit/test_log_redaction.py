@@ -135,3 +135,39 @@ def test_the_level_filter_applies(log_output) -> None:
     log.info("quiet")
     log.warning("loud")
     assert [r["event"] for r in json_lines(out)] == ["loud"]
+
+
+def test_standard_library_loggers_are_rendered_as_json_with_their_name(log_output) -> None:
+    import logging
+
+    # Given JSON logging
+    out = log_output("json", level="INFO")
+
+    # When psycopg_pool's logger (a standard-library one) and ours both log
+    logging.getLogger("psycopg.pool").warning("pool %s exhausted at postgresql://a:%s@db/x", "p1", SECRET)
+    logging.getLogger("psycopg.pool").debug("below the level")
+    get_logger("conveyor.processor").info("message_processed")
+
+    # Then every line is JSON, carries its logger's name, and is redacted like ours
+    first, second = json_lines(out)
+    assert first["logger"] == "psycopg.pool" and first["level"] == "warning"
+    assert first["event"] == "pool p1 exhausted at postgresql://a:***@db/x"
+    assert second["logger"] == "conveyor.processor"
+    assert SECRET not in out.getvalue()
+
+
+def test_no_color_turns_colours_off_in_console_mode(log_output, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    configure(log_format="console", level="INFO")
+    get_logger("conveyor").info("coloured")
+    assert "\x1b[" in sys.stderr.getvalue()
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    configure(log_format="console", level="INFO")
+    get_logger("conveyor").info("plain")
+    assert "plain" in sys.stderr.getvalue() and "\x1b[" not in sys.stderr.getvalue()
