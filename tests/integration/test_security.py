@@ -130,7 +130,9 @@ WORKER_PRIVILEGES = {
     "reservations": {"SELECT", "INSERT", "UPDATE"}, "inbox": {"SELECT", "INSERT"},
     "outbox": {"SELECT", "INSERT", "UPDATE", "DELETE"}, "payments": {"INSERT", "SELECT (payment_id)"},
     "shipments": {"INSERT", "SELECT (event)", "SELECT (shipment_id)"}, "order_transitions": {"INSERT"},
-    "relay_lease": {"SELECT", "UPDATE"}, "schema_history": set(), "dlq_audit_runs": set(),
+    "relay_lease": {"SELECT", "UPDATE"},
+    "schema_history": {"SELECT (version)", "SELECT (filename)", "SELECT (checksum)", "SELECT (applied_at)"},
+    "dlq_audit_runs": set(),
     "dlq_audit_messages": set(), "outbox_rotation": {"SELECT"},
 }
 GRANTS = """
@@ -370,18 +372,28 @@ def test_worker_logs_hold_no_database_password_and_no_customer_id(database_url, 
     assert customer not in log
 
 
+def test_a_worker_login_can_tell_whether_the_schema_is_migrated(shared_database, worker_login):
+    # Safe start runs as the worker: it reads the applied versions (and nothing else there)
+    from conveyor.db.migrate import check_schema
+
+    result = check_schema(url_as(shared_database, *worker_login))
+    assert result.ready and not result.ahead
+
+
 def test_connection_errors_in_logs_hold_no_password(fresh_amqp_url, tmp_path):
     # Given workers whose database does not answer, with a password in its URL
     password = f"pw-{uuid.uuid4().hex}"
     env = {**os.environ, "CONVEYOR_DATABASE_URL": f"postgresql://conveyor:{password}@127.0.0.1:1/conveyor",
-           "CONVEYOR_AMQP_URL": fresh_amqp_url, "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "DEBUG"}
+           "CONVEYOR_AMQP_URL": fresh_amqp_url, "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "DEBUG",
+           "CONVEYOR_SCHEMA_CHECK_INTERVAL": "0.5"}
     log_path = tmp_path / "unreachable.log"
     with open(log_path, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "orders", "relay"], env=env,
                                    cwd=ROOT, stdout=out, stderr=out)
     try:
         # When they keep failing to connect for a while
-        wait_until(lambda: log_path.read_text().count("relay_connection_lost") >= 2, timeout=30,
+        # (safe start: the worker's first connection is the schema check, retried every interval)
+        wait_until(lambda: log_path.read_text().count("schema_check_failed") >= 2, timeout=30,
                    message="repeated connection errors")
     finally:
         stop_process(process)

@@ -4,10 +4,11 @@ On a database whose migrations are pending (never migrated, or an older release)
 every message would fail (``relation "inbox" does not exist``) and march through the retry
 tiers into the DLQ. So ``conveyor run`` first compares ``schema_history`` with its own
 migrations; until they match it logs one line naming what is missing (again only when that
-changes), consumes nothing, and checks again every ``CONVEYOR_SCHEMA_CHECK_INTERVAL``
-seconds: ``docker compose up`` heals by itself once the migrate job finishes. A database
-ahead of the code (a newer release migrated) is accepted with a warning: expand/contract
-deploys run the previous code on the newer schema.
+changes; a failed check, e.g. the database unreachable, every time), consumes nothing, and
+checks again every ``CONVEYOR_SCHEMA_CHECK_INTERVAL`` seconds: ``docker compose up`` heals
+by itself once the migrate job finishes. A database ahead of the code (a newer release
+migrated) is accepted with a warning: expand/contract deploys run the previous code on the
+newer schema.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ def wait_until_migrated(database_url: str, *, stop: threading.Event, interval: f
     while not stop.is_set():
         try:
             result = check(database_url)
-        except DatabaseError as error:
+        except DatabaseError as error:  # logged every time: an outage should be seen to last
             state: object = ("unreachable", type(error).__name__)
-            if state != reported:
-                log.warning("schema_check_failed", error=str(error)[:300], retry_in_s=interval)
+            log.warning("schema_check_failed", error=str(error)[:300], retry_in_s=interval)
         else:
             if result.ready:
                 _report_ready(result, waited=reported is not None)
