@@ -92,6 +92,9 @@ def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
     _route_stdlib(level, shared + [structlog.stdlib.add_logger_name, exception_processor, _redact], renderer)
 
 
+_stdlib_handler: list[logging.Handler] = []  # the root handler configure() installed, if any
+
+
 def _route_stdlib(level: str, pre_chain: list[Processor], renderer: Any) -> None:
     """One handler on the root logger renders every standard-library record like ours."""
     handler = logging.StreamHandler(cast(TextIO, _CurrentStderr()))
@@ -99,10 +102,9 @@ def _route_stdlib(level: str, pre_chain: list[Processor], renderer: Any) -> None
         foreign_pre_chain=pre_chain,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        if getattr(old, "_conveyor", False):
-            root.removeHandler(old)
-    handler._conveyor = True  # type: ignore[attr-defined]  # ours, replaced on reconfigure
+    if _stdlib_handler:  # a reconfigure replaces ours, and leaves any other handler alone
+        root.removeHandler(_stdlib_handler.pop())
+    _stdlib_handler.append(handler)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level))
     logging.getLogger("pika").setLevel(logging.WARNING)  # pika's INFO is a line per frame event
