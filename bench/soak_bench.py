@@ -21,7 +21,8 @@ finite), until ``--orders`` are published or ``--max-seconds`` have passed. Each
 random SKUs (seeded). Every ``--interval`` seconds a monitor samples: orders decided, CPU of
 the PostgreSQL server (its postmaster's process tree), of RabbitMQ and of the workers, the
 outbox's live/dead tuples and size summed over ``pg_partition_tree('outbox')``, its pending
-rows (the outbox holds only unpublished ones), and stock_levels' dead tuples and size. Latency
+rows (the outbox holds only unpublished ones), and the stock tables' dead tuples and size
+(``stock_items`` and the ledger ``stock_movements``, V011). Latency
 of an order = ``orders.created_at`` (its transaction's start) − ``placed_at`` (set when it is
 published). Run ``pinned``: another session holds a REPEATABLE READ transaction with an xid
 and a snapshot for the whole run.
@@ -218,8 +219,9 @@ SELECT (SELECT count(*) FROM orders),
        (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree('outbox') t),
        (SELECT coalesce(sum(s.autovacuum_count + s.vacuum_count), 0) FROM pg_partition_tree('outbox') t
             LEFT JOIN pg_stat_user_tables s USING (relid)),
-       (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'stock_levels'::regclass),
-       pg_total_relation_size('stock_levels')
+       (SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables
+            WHERE relid IN ('stock_items'::regclass, 'stock_movements'::regclass)),
+       pg_total_relation_size('stock_items') + pg_total_relation_size('stock_movements')
 """
 
 

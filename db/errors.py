@@ -27,6 +27,9 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "5
 # was lost or refused (no SQLSTATE), the server is shutting down or starting, or it reported
 # a connection exception.
 OUTAGE_SQLSTATES = frozenset({None, "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"})
+# Two writers created the same version of a stock level (V011's unique key on the ledger):
+# one of them wrote without the stock lock (hand-written SQL) and won; the loser re-reads.
+STOCK_VERSION_KEY = "stock_movements_tenant_id_sku_version_key"
 # The server ended a session left idle inside a transaction (the relay's fence).
 IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 
@@ -79,7 +82,13 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) is None:
         return True  # connection lost or refused
-    return getattr(error, "sqlstate", None) in TRANSIENT_SQLSTATES
+    return getattr(error, "sqlstate", None) in TRANSIENT_SQLSTATES or _lost_stock_race(error)
+
+
+def _lost_stock_race(error: BaseException) -> bool:
+    diag = getattr(error, "diag", None)
+    return (getattr(error, "sqlstate", None) == "23505" and diag is not None
+            and diag.constraint_name == STOCK_VERSION_KEY)
 
 
 def is_outage(error: BaseException) -> bool:
@@ -90,7 +99,7 @@ def is_outage(error: BaseException) -> bool:
 
 
 def is_integrity_violation(error: BaseException) -> bool:
-    return isinstance(error, (IntegrityViolation, pg_errors.IntegrityError))
+    return isinstance(error, (IntegrityViolation, pg_errors.IntegrityError)) and not _lost_stock_race(error)
 
 
 def translate(error: psycopg.Error, *, connection_broken: bool = False) -> DatabaseError:

@@ -6,9 +6,9 @@ events), serialized by pydantic's Rust core straight from the dataclasses and un
 ``jsonb_to_recordset`` on the server: psycopg dumps Python lists as text arrays element by
 element (≈2.6 ms for a batch's outbox rows, measured) and ``json.dumps`` walks every dict in
 Python. Values keep their exact form: ids and money as strings, timestamps in ISO 8601.
-The stock keys, which are joined to ``stock_levels``, travel as arrays (one literal each,
-``conveyor.db.arrays``): the planner sizes ``unnest`` of a parameter right (it takes
-``jsonb_to_recordset`` for 100 rows), and
+The stock keys, which are joined to the ledger's newest versions (``stock_movements``),
+travel as arrays (one literal each, ``conveyor.db.arrays``): the planner sizes ``unnest`` of a
+parameter right (it takes ``jsonb_to_recordset`` for 100 rows), and
 with the sessions' ``random_page_cost`` (``conveyor.db.connection``) it probes the primary key
 instead of hashing the whole table.
 The caller holds the stock locks of every (tenant, SKU) involved.
@@ -45,18 +45,24 @@ WITH new_tenants AS (
 )
 SELECT order_id::text, NULL, NULL, NULL FROM claimed
 UNION ALL
-SELECT s.tenant_id, s.sku, s.on_hand, s.reserved
+SELECT k.tenant_id, k.sku, s.on_hand, s.reserved
 FROM unnest(%(tenants)s::text[], %(skus)s::text[]) AS k(tenant_id, sku)
-JOIN stock_levels s USING (tenant_id, sku)
+CROSS JOIN LATERAL (SELECT m.on_hand, m.reserved FROM stock_movements m  -- the newest version (V011)
+                    WHERE m.tenant_id = k.tenant_id AND m.sku = k.sku ORDER BY m.version DESC LIMIT 1) s
 """
 
-# The UPDATE's WHERE clause is the last line of defence: a reservation that would oversell
-# matches no row, and the short count becomes an error. One NOTIFY wakes the relay.
+# Each reserved SKU gets its next version in the ledger (V011: the newest version is the
+# level). The WHERE clause is the last line of defence: a reservation that would oversell
+# inserts no row, and the short count becomes an error; the CHECKs refuse one anyway, and
+# the unique version refuses a second writer. One NOTIFY wakes the relay.
 RECORD = f"""
 WITH reserved AS (
-    UPDATE stock_levels s SET reserved = s.reserved + r.quantity, last_cause = %(cause)s
+    INSERT INTO stock_movements (tenant_id, sku, version, delta_on_hand, delta_reserved, on_hand, reserved, cause)
+    SELECT r.tenant_id, r.sku, s.version + 1, 0, r.quantity, s.on_hand, s.reserved + r.quantity, %(cause)s
     FROM unnest(%(tenants)s::text[], %(skus)s::text[], %(quantities)s::int[]) AS r(tenant_id, sku, quantity)
-    WHERE s.tenant_id = r.tenant_id AND s.sku = r.sku AND s.on_hand - s.reserved >= r.quantity
+    CROSS JOIN LATERAL (SELECT m.version, m.on_hand, m.reserved FROM stock_movements m
+                        WHERE m.tenant_id = r.tenant_id AND m.sku = r.sku ORDER BY m.version DESC LIMIT 1) s
+    WHERE s.on_hand - s.reserved >= r.quantity
     RETURNING 1
 ), new_orders AS (
     INSERT INTO orders (order_id, placed_at, tenant_id, customer_id, currency, total, status,

@@ -1,7 +1,8 @@
 """Reservations after the fact: which SKUs an order holds, and releasing or committing them.
 
 Each is one set-based statement that settles the order's HELD reservations and moves the
-stock levels with them, so reservations and ``stock_levels.reserved`` cannot drift apart.
+stock levels with them (a new version per SKU in the ledger, V011), so reservations and
+``stock_levels.reserved`` cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,22 +13,28 @@ import psycopg
 
 SKUS_OF_ORDER = "SELECT tenant_id, sku FROM reservations WHERE order_id = %(order_id)s"
 SKUS_OF_ORDERS = "SELECT tenant_id, sku FROM reservations WHERE order_id = ANY(%(order_ids)s)"
-RELEASE = """
+# The newest version of a settled reservation's SKU: its level.
+NEWEST = """SELECT m.version, m.on_hand, m.reserved FROM stock_movements m
+    WHERE m.tenant_id = settled.tenant_id AND m.sku = settled.sku ORDER BY m.version DESC LIMIT 1"""
+RELEASE = f"""
 WITH settled AS (
     UPDATE reservations SET state = 'RELEASED', settled_at = now()
     WHERE order_id = %(order_id)s AND state = 'HELD'
     RETURNING tenant_id, sku, quantity)
-UPDATE stock_levels s SET reserved = s.reserved - settled.quantity, last_cause = %(cause)s
-FROM settled WHERE s.tenant_id = settled.tenant_id AND s.sku = settled.sku
+INSERT INTO stock_movements (tenant_id, sku, version, delta_on_hand, delta_reserved, on_hand, reserved, cause)
+SELECT settled.tenant_id, settled.sku, s.version + 1, 0, -settled.quantity, s.on_hand,
+       s.reserved - settled.quantity, %(cause)s
+FROM settled CROSS JOIN LATERAL ({NEWEST}) s
 """
-COMMIT = """
+COMMIT = f"""
 WITH settled AS (
     UPDATE reservations SET state = 'COMMITTED', settled_at = now()
     WHERE order_id = %(order_id)s AND state = 'HELD'
     RETURNING tenant_id, sku, quantity)
-UPDATE stock_levels s
-SET on_hand = s.on_hand - settled.quantity, reserved = s.reserved - settled.quantity, last_cause = %(cause)s
-FROM settled WHERE s.tenant_id = settled.tenant_id AND s.sku = settled.sku
+INSERT INTO stock_movements (tenant_id, sku, version, delta_on_hand, delta_reserved, on_hand, reserved, cause)
+SELECT settled.tenant_id, settled.sku, s.version + 1, -settled.quantity, -settled.quantity,
+       s.on_hand - settled.quantity, s.reserved - settled.quantity, %(cause)s
+FROM settled CROSS JOIN LATERAL ({NEWEST}) s
 """
 
 

@@ -1,7 +1,7 @@
 """RabbitMQ exchange names, defined once: every Python module imports them from here.
 
-(The database spells ``inventory`` in SQL too: the ``stock_levels_changes_on_*`` triggers
-write the rows the relay publishes there, migrations V003/V007.)
+(The database spells ``inventory`` in SQL too: the ``stock_movements_changes`` trigger (V011)
+writes the rows the relay publishes there; V003/V007 before it.)
 """
 
 from __future__ import annotations

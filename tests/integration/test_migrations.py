@@ -40,7 +40,7 @@ def test_a_fresh_database_gets_every_migration_and_a_rerun_changes_nothing(empty
 
     assert applied[0] == "V001__create_inventory.sql"
     assert again == []
-    assert {"tenants", "products", "stock_levels", "orders", "order_lines", "reservations",
+    assert {"tenants", "products", "stock_items", "stock_movements", "orders", "order_lines", "reservations",
             "inbox", "outbox", "order_registry", "schema_history"} <= tables(empty_database)
     assert {s.status for s in status(empty_database)} == {"applied"}
 

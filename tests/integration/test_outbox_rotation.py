@@ -124,9 +124,11 @@ def test_dead_outbox_rows_go_away_while_a_long_transaction_pins_the_xmin_horizon
                                 "AND state = 'idle in transaction'").fetchone()[0] >= 1
         with event_tap(settings.amqp_url, exchange="inventory") as tap, \
                 running_relay(settings, batch_size=100, rotate_after_rows=200, rotate_check_seconds=0.02):
-            # When 3,000 changes are published and deleted from the outbox
-            change_stock(settings.database_url, skus, 3_000)
-            wait_until(lambda: pending(settings.database_url) == 0, timeout=30, message="outbox drained")
+            # When 3,000 changes are published and deleted from the outbox, in waves of 250 the
+            # relay drains before the next (each wave fills a slot, whatever the relay's pace)
+            for _ in range(12):
+                change_stock(settings.database_url, skus, 250)
+                wait_until(lambda: pending(settings.database_url) == 0, timeout=30, message="outbox drained")
             wait_until(lambda: rotation(settings.database_url)["truncations"] >= 5, timeout=15,
                        message="slots truncated under a pinned xmin")
             received = collect(settings.amqp_url, tap, expect=3_010)

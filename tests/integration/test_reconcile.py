@@ -40,11 +40,13 @@ def test_reserved_changed_by_hand_shows_as_drift_with_exit_1(database_url, monke
     assert report["drift"]["levels_vs_ledger"] == []  # the ledger saw the hand-made change
 
 
-def test_on_hand_changed_behind_the_ledger_shows_as_drift(database_url, monkeypatch, capsys):
+def test_a_version_whose_delta_disagrees_with_its_level_shows_as_drift(database_url, monkeypatch, capsys):
+    # Given a level of 10, and a version written by hand whose delta does not add up to it
     set_stock(database_url, "A", 10)
     with psycopg.connect(database_url) as conn:
-        conn.execute("SET session_replication_role = replica")  # triggers off: the ledger misses it
-        conn.execute("UPDATE stock_levels SET on_hand = 7 WHERE sku = 'A'")
+        conn.execute("""INSERT INTO stock_movements (tenant_id, sku, version, delta_on_hand, delta_reserved,
+                                                     on_hand, reserved, cause)
+                        VALUES ('default', 'A', 2, 0, 0, 7, 0, 'by-hand')""")
 
     code, report = reconcile_json(database_url, monkeypatch, capsys)
 

@@ -79,8 +79,9 @@ def refused(url: str, statement: str) -> str | None:
     "DROP TABLE orders",
     "DROP TABLE inbox CASCADE",
     "ALTER TABLE orders ADD COLUMN note text",
-    "ALTER TABLE stock_levels DROP CONSTRAINT stock_reserved_within_on_hand",
-    "ALTER TABLE stock_levels DISABLE TRIGGER stock_levels_changes_on_update",
+    "ALTER TABLE stock_movements DROP CONSTRAINT stock_reserved_within_on_hand",
+    "ALTER TABLE stock_movements DISABLE TRIGGER stock_movements_changes",
+    "ALTER VIEW stock_levels RENAME TO stolen",
     "ALTER TABLE orders DISABLE ROW LEVEL SECURITY",
     "CREATE INDEX stolen_idx ON orders (customer_id)",
     "TRUNCATE orders",
@@ -88,7 +89,7 @@ def refused(url: str, statement: str) -> str | None:
     "TRUNCATE outbox_slot_0",
     "UPDATE outbox_rotation SET slot = 1",
     "CREATE FUNCTION stolen() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-    "DROP FUNCTION conveyor_stock_version() CASCADE",
+    "DROP FUNCTION conveyor_stock_levels_write() CASCADE",
     "CREATE POLICY stolen ON orders USING (true)",
     "CREATE SCHEMA stolen",
     "GRANT SELECT ON schema_history TO PUBLIC",
@@ -106,7 +107,6 @@ def test_the_worker_role_cannot_change_the_schema(shared_database, worker_login,
     "SELECT * FROM payments",
     "SELECT * FROM shipments",
     "SELECT * FROM order_lines",
-    "SELECT * FROM stock_movements",
     "SELECT * FROM order_transitions",
     "SELECT * FROM orders_default",
     "DELETE FROM orders",
@@ -114,6 +114,9 @@ def test_the_worker_role_cannot_change_the_schema(shared_database, worker_login,
     "DELETE FROM stock_levels",
     "UPDATE payments SET outcome = 'authorized'",
     "UPDATE stock_movements SET cause = 'x'",
+    "DELETE FROM stock_movements",
+    "UPDATE stock_levels SET on_hand = 0",
+    "INSERT INTO stock_items (tenant_id, sku) VALUES ('default', 'x')",
     "INSERT INTO products (tenant_id, sku) VALUES ('default', 'x')",
     "INSERT INTO stock_levels (tenant_id, sku, on_hand) VALUES ('default', 'x', 1)",
 ], ids=lambda s: s[:48])
@@ -124,8 +127,9 @@ def test_the_worker_role_cannot_touch_what_it_does_not_need(shared_database, wor
 # The worker's privileges per table (V005), and a decision for every table: a new table fails
 # here until its migration grants (or deliberately does not grant) what the worker needs.
 WORKER_PRIVILEGES = {
-    "tenants": {"INSERT"}, "products": set(), "stock_levels": {"SELECT", "UPDATE"},
-    "stock_movements": {"INSERT"}, "order_registry": {"INSERT", "SELECT (order_id)"},
+    "tenants": {"INSERT"}, "products": set(), "stock_levels": {"SELECT"},
+    "stock_items": {"SELECT"}, "stock_movements": {"SELECT", "INSERT"},
+    "order_registry": {"INSERT", "SELECT (order_id)"},
     "orders": {"SELECT", "INSERT", "UPDATE"}, "order_lines": {"INSERT"},
     "reservations": {"SELECT", "INSERT", "UPDATE"}, "inbox": {"SELECT", "INSERT"},
     "outbox": {"SELECT", "INSERT", "UPDATE", "DELETE"}, "payments": {"INSERT", "SELECT (payment_id)"},
@@ -149,7 +153,7 @@ def test_every_table_has_a_decided_set_of_worker_privileges(shared_database):
     with psycopg.connect(shared_database) as conn:
         tables = {name for (name,) in conn.execute(
             "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-            " AND relkind IN ('r', 'p') AND NOT relispartition")}
+            " AND relkind IN ('r', 'p', 'v') AND NOT relispartition")}
         granted = {table: set() for table in tables}
         for table, privilege in conn.execute(GRANTS):
             granted.setdefault(table, set()).add(privilege)
