@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench bench-soak chaos clean help bench-relay schemas
+.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness schemas
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the demo: workers + simulated shop, progress and a summary
 	$(BIN)/conveyor demo $(DEMO_ARGS)
 
-test: $(STAMP) lint  ## run the whole test suite (ruff, mypy, then unit, integration, short chaos)
+test: $(STAMP) lint tools  ## run the whole test suite (ruff, mypy, then unit, integration, short chaos)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+tools:  ## install the real tools the suite runs (promtool, ...) where missing
+	bash tests/setup-tools.sh
 
 lint: $(STAMP)  ## ruff and mypy (configured in pyproject.toml); the handler tests' fake is type-checked too
 	$(BIN)/ruff check .
@@ -38,11 +41,22 @@ bench-relay: $(STAMP)  ## relay benchmark: change-to-partner latency at 500/s, d
 schemas: $(STAMP)  ## regenerate schemas/json/*.schema.json and schemas/asyncapi.yaml from the models
 	$(BIN)/python -m conveyor.schemas.export
 
+lock:  ## regenerate deploy/requirements.lock (the image's exact runtime dependencies) in a scratch venv
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet .
+	{ head -n 3 deploy/requirements.lock; .lock-venv/bin/pip freeze --exclude conveyor; } > deploy/requirements.lock.new
+	mv deploy/requirements.lock.new deploy/requirements.lock && rm -rf .lock-venv
+
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
 
 bench: $(STAMP)  ## order-intake benchmark vs a plain reference consumer (takes a few minutes)
 	$(BIN)/python -m bench.orders_bench $(BENCH_ARGS)
+
+bench-metrics: $(STAMP)  ## the metrics' cost: order throughput with the endpoint off and on (scraped), same run
+	$(BIN)/python -m bench.metrics_bench $(BENCH_ARGS)
+
+bench-fairness: $(STAMP)  ## tenant fairness: other tenants' p99 with and without one tenant flooding at 10x its limit
+	$(BIN)/python -m bench.fairness_bench $(BENCH_ARGS)
 
 bench-soak: $(STAMP)  ## soak: 200,000 orders on one database, plain and with a pinned xmin; rate, p99, outbox per interval
 	$(BIN)/python -m bench.soak_bench $(BENCH_ARGS)

@@ -15,6 +15,7 @@ import psycopg
 
 from conveyor.db.errors import wrap_exceptions
 from conveyor.db.relay_lease import LEASE
+from conveyor.schemas.names import OUTBOUND_EXCHANGES
 
 # -- orders (``conveyor order show``, the DLQ console) ---------------------------------------
 
@@ -148,6 +149,34 @@ def lease_state(conn: psycopg.Connection, name: str = LEASE) -> LeaseState | Non
     with wrap_exceptions(conn):
         row = conn.execute(SHOW_LEASE, {"name": name}).fetchone()
     return LeaseState(*row) if row else None
+
+
+# -- the metrics (``workers/observability/observer.py``) --------------------------------------
+
+OUTBOX_BY_STREAM = """
+SELECT exchange, count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+FROM outbox WHERE sent_at IS NULL GROUP BY exchange
+"""
+# Sessions other than this one whose snapshot holds the xmin horizon back. Other roles'
+# sessions are visible only with pg_read_all_stats (V012 grants it to the worker role).
+OLDEST_TRANSACTION = """
+SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8 FROM pg_stat_activity
+WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+"""
+
+
+def outbox_streams(conn: psycopg.Connection) -> dict[str, tuple[int, float]]:
+    """(pending rows, age in seconds of the oldest) per outbound exchange, 0s included."""
+    streams = dict.fromkeys(OUTBOUND_EXCHANGES, (0, 0.0))
+    with wrap_exceptions(conn):
+        streams.update({exchange: (count, age) for exchange, count, age in conn.execute(OUTBOX_BY_STREAM)})
+    return streams
+
+
+def oldest_transaction_seconds(conn: psycopg.Connection) -> float:
+    with wrap_exceptions(conn):
+        (seconds,) = _one(conn, OLDEST_TRANSACTION)
+    return float(seconds)
 
 
 # -- the demo's summary (``conveyor demo``) ---------------------------------------------------

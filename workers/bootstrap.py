@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -10,11 +11,15 @@ from conveyor.workers.config import Settings
 from conveyor.workers.handlers import orders as order_worker
 from conveyor.workers.handlers import payments as payment_worker
 from conveyor.workers.handlers import shipping as shipping_worker
+from conveyor.workers.observability import endpoint, group
+from conveyor.workers.observability.health import Health
+from conveyor.workers.observability.observer import Observer, conveyor_queues
 from conveyor.workers.roles import ALL, WORKER_NAMES
 from conveyor.workers.runtime.schema_gate import wait_until_migrated
 from conveyor.workers.runtime.spec import WorkerSpec
 from conveyor.workers.runtime.supervisor import Supervisor
 from conveyor.workers.services.expirer import Expirer
+from conveyor.workers.services.reconciler import Reconciler
 from conveyor.workers.services.relay import OutboxRelay
 from conveyor.workers.services.statistics import StatisticsKeeper
 
@@ -45,44 +50,71 @@ def check_names(names: list[str]) -> None:
         raise ValueError(f"unknown worker(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
 
 
-def build_supervisor(names: list[str], settings: Settings) -> Supervisor:
+def build_supervisor(names: list[str], settings: Settings, *, health: Health | None = None,
+                     observe: bool = False) -> Supervisor:
+    """The process's threads for ``names``; ``observe``: also read the broker's and the
+    database's figures for the metrics (when something serves them)."""
     check_names(names)
     pool = make_pool(settings.database_url, size=max(2, len(names) + 1), name="conveyor-workers",
                      lock_timeout_ms=settings.lock_timeout_ms,
                      statement_timeout_ms=settings.statement_timeout_ms)
-    supervisor = Supervisor(settings, pool)
+    supervisor = Supervisor(settings, pool, health=health or Health(liveness_timeout=settings.liveness_timeout))
+    supervisor.health.watch_threads(supervisor.dead_threads)
     for name in names:
         if name in WORKERS:
             supervisor.add_worker(WORKERS[name])
         elif name == "relay":
             relay = OutboxRelay(settings, stop=supervisor.stop, batch_size=settings.relay_batch_size,
-                                rotate_after_rows=settings.outbox_rotate_rows)
+                                rotate_after_rows=settings.outbox_rotate_rows, health=supervisor.health)
             supervisor.add_service("relay", relay.run)
         elif name == "expirer":
             supervisor.add_service("expirer", Expirer(settings, pool, stop=supervisor.stop).run)
     if settings.analyze_interval > 0:  # every process: an advisory lock lets one act at a time
         supervisor.add_service("statistics", StatisticsKeeper(settings, stop=supervisor.stop).run)
+    if settings.reconcile_interval > 0:  # every process asks; one per interval runs it
+        supervisor.add_service("reconciler", Reconciler(settings, stop=supervisor.stop).run)
+    if observe:
+        queues = conveyor_queues(WORKERS.values(), settings.retry_delays)
+        observer = Observer(settings, stop=supervisor.stop, health=supervisor.health, queues=queues, pool=pool)
+        supervisor.add_service("observer", observer.run)
     return supervisor
 
 
 def run(names: list[str], settings: Settings) -> int:
-    if not _schema_ready(settings):
-        return 0  # stopped (SIGTERM/SIGINT) while waiting for the migrations
-    supervisor = build_supervisor(names or list(ALL), settings)
-    supervisor.install_signal_handlers()
+    """One process: the endpoint (if configured) from the start, so the probes answer while
+    safe start waits; then the workers until SIGTERM/SIGINT."""
+    health = Health(liveness_timeout=settings.liveness_timeout)
+    server = endpoint.serve_process(settings, health)
+    status_dir = os.environ.get(group.STATUS_DIR_ENV)  # a child of `--processes N`
+    reporting = threading.Event()
+    if status_dir:
+        threading.Thread(target=group.write_status_until, args=(health, reporting), name="group-status",
+                         kwargs={"directory": status_dir}, daemon=True).start()
     try:
-        return supervisor.wait()
+        if not _schema_ready(settings, health):
+            return 0  # stopped (SIGTERM/SIGINT) while waiting for the migrations
+        supervisor = build_supervisor(names or list(ALL), settings, health=health,
+                                      observe=server is not None or bool(status_dir))
+        supervisor.install_signal_handlers()
+        try:
+            return supervisor.wait()
+        finally:
+            supervisor.pool.close()
     finally:
-        supervisor.pool.close()
+        reporting.set()
+        if server is not None:
+            server.close()
 
 
-def _schema_ready(settings: Settings) -> bool:
+def _schema_ready(settings: Settings, health: Health) -> bool:
     """Safe start (``runtime/schema_gate.py``): wait, stoppable by a signal, until the
-    database's schema is what this code needs."""
+    database's schema is what this code needs; the readiness probe says what is missing."""
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    health.set_problem("schema", "not checked yet")
     try:
-        return wait_until_migrated(settings.database_url, stop=stop, interval=settings.schema_check_interval)
+        return wait_until_migrated(settings.database_url, stop=stop, interval=settings.schema_check_interval,
+                                   report=lambda problem: health.set_problem("schema", problem))
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     local_retries: int = Field(default=3, ge=0, le=20)
     delivery_limit: int = Field(default=20, ge=1, le=1_000)
 
+    # Messages per inbound work queue, applied by `conveyor topology declare` as a RabbitMQ
+    # policy (overflow reject-publish: publishers with confirms get a nack); 0: no bound.
+    # 1,000,000 ≈ 8 minutes of this 2-core machine's top rate, under 1 GB of order bodies.
+    queue_max_length: int = Field(default=1_000_000, ge=0, le=100_000_000)
+    # The broker's management API for the policy (default: the AMQP host, port 15672).
+    management_url: str | None = None
+
+    # Tenant fairness: orders/s per tenant across the group, "shop-a=200,*=1000" (empty: no
+    # limit); orders past a tenant's rate are deferred, never dead-lettered (runtime/throttle.py).
+    tenant_rate_limits: str = ""
+
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=128 * 1024 * 1024)
     heartbeat_seconds: int = Field(default=30, ge=0, le=600)
     blocked_connection_timeout: float = Field(default=60.0, gt=0)
@@ -53,6 +64,19 @@ class Settings(BaseSettings):
     analyze_interval: float = Field(default=5.0, ge=0, le=3600)
     # Seconds between checks while `conveyor run` waits for pending migrations (safe start).
     schema_check_interval: float = Field(default=5.0, gt=0, le=3600)
+
+    # HTTP port of /metrics, /healthz and /readyz (unset: no endpoint; 0: an ephemeral port,
+    # logged at start). With --processes N the parent serves the whole group on it.
+    http_port: int | None = Field(default=None, ge=0, le=65_535)
+    # Host the endpoint binds (all interfaces by default, for a container's probes).
+    http_host: str = "0.0.0.0"
+    # A loop that did not tick for this long makes /healthz fail (longer than a batch can take).
+    liveness_timeout: float = Field(default=120.0, gt=0, le=3600)
+    # Seconds between reads of the queues' figures from the broker (cached for scrapes).
+    broker_view_interval: float = Field(default=5.0, gt=0, le=3600)
+    # The periodic reconciliation (`conveyor reconcile`), run by one process at a time;
+    # "0" turns it off. "300", "90s", "5m", "1h".
+    reconcile_interval: float = Field(default=5 * 60, ge=0)
 
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -74,7 +98,7 @@ class Settings(BaseSettings):
             raise ValueError("needs at least one delay, each > 0 seconds")
         return value
 
-    @field_validator("reservation_ttl", mode="before")
+    @field_validator("reservation_ttl", "reconcile_interval", mode="before")
     @classmethod
     def _parse_duration(cls, value: object) -> object:
         if isinstance(value, str):
@@ -83,6 +107,19 @@ class Settings(BaseSettings):
                 raise ValueError('expected a duration such as "900", "30s", "15m" or "1h"')
             return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2] or "s"]
         return value
+
+    @field_validator("tenant_rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        from conveyor.workers.runtime.throttle import parse_limits
+
+        parse_limits(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod

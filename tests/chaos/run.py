@@ -89,6 +89,10 @@ def worker_environment(options: Options) -> dict[str, str]:
         "CONVEYOR_RESERVATION_TTL": f"{options.ttl_s:g}s",
         "CONVEYOR_PREFETCH": "50",
         "CONVEYOR_DELIVERY_LIMIT": str(DELIVERY_LIMIT),
+        # Metrics on, as in production: every process serves its endpoint (a free port each),
+        # its observer reads the broker and the outbox, one of them reconciles every 10 s.
+        "CONVEYOR_HTTP_PORT": "0", "CONVEYOR_HTTP_HOST": "127.0.0.1",
+        "CONVEYOR_BROKER_VIEW_INTERVAL": "2", "CONVEYOR_RECONCILE_INTERVAL": "10",
     }
 
 

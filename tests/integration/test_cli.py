@@ -13,9 +13,9 @@ import pika
 from tests.support.workers import ROOT, order_body, publish_orders, running_workers, scalar, settings_for, wait_until
 
 
-def conveyor(settings, *args: str) -> subprocess.CompletedProcess:
+def conveyor(settings, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CONVEYOR_DATABASE_URL": settings.database_url,
-           "CONVEYOR_AMQP_URL": settings.amqp_url, "CONVEYOR_LOG_FORMAT": "json"}
+           "CONVEYOR_AMQP_URL": settings.amqp_url, "CONVEYOR_LOG_FORMAT": "json", **extra_env}
     return subprocess.run([sys.executable, "-m", "conveyor", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
@@ -82,9 +82,10 @@ def test_db_status_and_migrate_report_as_json(database_url, amqp_url):
 def test_topology_declare_creates_the_public_names(database_url, fresh_amqp_url):
     settings = settings_for(database_url, fresh_amqp_url)
 
-    result = conveyor(settings, "topology", "declare")
+    result = conveyor(settings, "topology", "declare", CONVEYOR_QUEUE_MAX_LENGTH="0")
 
     assert result.returncode == 0, result.stderr
+    assert "unbounded" in result.stdout
     connection = pika.BlockingConnection(pika.URLParameters(fresh_amqp_url))
     try:
         channel = connection.channel()
@@ -94,6 +95,21 @@ def test_topology_declare_creates_the_public_names(database_url, fresh_amqp_url)
             channel.exchange_declare(exchange, passive=True)
     finally:
         connection.close()
+
+
+def test_topology_declare_without_a_management_api_declares_the_queues_and_exits_1_naming_the_fix(
+        database_url, fresh_amqp_url):
+    settings = settings_for(database_url, fresh_amqp_url)
+
+    result = conveyor(settings, "topology", "declare", "--json", CONVEYOR_QUEUE_MAX_LENGTH="500",
+                      CONVEYOR_MANAGEMENT_URL="http://127.0.0.1:1")
+
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "no management API answered at http://127.0.0.1:1" in line and "rabbitmqctl set_policy" in line
+    assert '"max-length":500' in line
+    report = json.loads(result.stdout)
+    assert report["policy"] is None and report["declared"] == ["orders", "payments", "shipments"]
 
 
 def test_health_reports_an_unreachable_broker_with_exit_3(database_url):

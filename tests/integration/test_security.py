@@ -137,7 +137,7 @@ WORKER_PRIVILEGES = {
     "relay_lease": {"SELECT", "UPDATE"},
     "schema_history": {"SELECT (version)", "SELECT (filename)", "SELECT (checksum)", "SELECT (applied_at)"},
     "dlq_audit_runs": set(),
-    "dlq_audit_messages": set(), "outbox_rotation": {"SELECT"},
+    "dlq_audit_messages": set(), "outbox_rotation": {"SELECT"}, "periodic_runs": {"SELECT", "UPDATE"},
 }
 GRANTS = """
 SELECT c.relname, t.privilege_type FROM pg_class c, aclexplode(c.relacl) t

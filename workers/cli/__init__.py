@@ -100,6 +100,7 @@ def _report(error: Exception) -> int:
     import pika.exceptions
 
     from conveyor.db.errors import DatabaseError, MigrationError
+    from conveyor.workers.config import ConfigError
     from conveyor.workers.logging import redact_url
 
     text = redact_url(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
@@ -110,7 +111,7 @@ def _report(error: Exception) -> int:
             error, (pika.exceptions.AMQPConnectionError, ConnectionError)):
         print(f"conveyor: cannot reach a dependency: {type(error).__name__}: {text}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    if isinstance(error, ValueError):
+    if isinstance(error, (ValueError, ConfigError)):
         print(f"conveyor: {text}", file=sys.stderr)
         return EXIT_USAGE
     print(f"conveyor: {type(error).__name__}: {text}", file=sys.stderr)

@@ -24,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.processes > 1:
         check_names(args.workers)
-        return run_copies(args.workers, processes=args.processes)
+        return run_copies(args.workers, processes=args.processes, settings=args.settings)
     return run_workers(args.workers, args.settings)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,15 +60,23 @@ class DemoEnvironment:
         env = {**os.environ, "CONVEYOR_DATABASE_URL": self.database_url,
                "CONVEYOR_AMQP_URL": self.amqp_url, "CONVEYOR_LOG_FORMAT": "json",
                "CONVEYOR_RESERVATION_TTL": str(reservation_ttl)}
-        commands = [["run", "orders"]] * processes + [["run", "payments", "shipments", "relay", "expirer"]]
-        for index, command in enumerate(commands):
-            log = open(os.path.join(self.log_dir, f"{'-'.join(command[1:])}-{index}.log"), "wb")
+        # The order workers as one group behind one endpoint, the rest in one process: each
+        # serves /metrics, /healthz and /readyz on a free port (docs/operations.md).
+        commands = [(["run", "orders", "--processes", str(processes)], "orders"),
+                    (["run", "payments", "shipments", "relay", "expirer"], "lifecycle")]
+        self.metrics_urls = []
+        for command, name in commands:
+            port = _free_port()
+            self.metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
+            log = open(os.path.join(self.log_dir, f"{name}.log"), "wb")
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "conveyor", *command], env=env, stdout=log, stderr=log))
+                [sys.executable, "-m", "conveyor", *command], stdout=log, stderr=log,
+                env={**env, "CONVEYOR_HTTP_PORT": str(port), "CONVEYOR_HTTP_HOST": "127.0.0.1"}))
         self._wait_for_consumers("conveyor.orders", processes)
         self.workers_started_at = time.monotonic()
         _say(f"started {processes} order worker process(es) and one for payments, shipments, "
              f"relay and expirer; logs in {self.log_dir}")
+        _say(f"metrics: {'  '.join(self.metrics_urls)} (/healthz, /readyz beside them)")
 
     def stop_workers(self) -> None:
         stop_all(self.processes, timeout=30)
@@ -100,3 +109,9 @@ def _locate(args: argparse.Namespace, stack: ExitStack) -> tuple[str, str]:
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

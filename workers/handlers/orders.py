@@ -21,6 +21,11 @@ from conveyor.workers.handlers.transitions import Details
 from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
 
 
+def tenant_of(message: OrderCreated, ctx: HandlerContext) -> str:
+    """The shop a new order counts against (tenant fairness)."""
+    return message.tenant_id or ctx.default_tenant
+
+
 def lock_pairs(message: OrderCreated, ctx: HandlerContext) -> list[tuple[str, str]]:
     tenant = message.tenant_id or ctx.default_tenant
     return [(tenant, item.sku) for item in message.items]
@@ -146,7 +151,7 @@ SPEC = WorkerSpec(
     bindings=((ORDERS_EXCHANGE, "order.created"), (ORDERS_EXCHANGE, "order.cancelled")),
     routes={
         "order.created": Route(OrderCreated, handle_order_created, lock_pairs,
-                               batch_handler=handle_order_created_batch),
+                               batch_handler=handle_order_created_batch, rate_key=tenant_of),
         "order.cancelled": Route(CancelOrder, handle_cancel, lock_query=transitions.reservation_lock_pairs),
     },
 )

@@ -35,6 +35,23 @@ def connect(settings: Settings, *, name: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(parameters(settings, name=name))
 
 
+def queue_figures(connection: pika.BlockingConnection, queues: list[str]) -> dict[str, tuple[int, int]]:
+    """(messages, consumers) of each queue that exists, by passive declares on one channel
+    (a missing queue closes the channel with 404: it is left out and a new channel opened)."""
+    figures: dict[str, tuple[int, int]] = {}
+    channel = connection.channel()
+    for name in queues:
+        try:
+            method = channel.queue_declare(name, passive=True).method
+        except pika.exceptions.ChannelClosedByBroker:
+            channel = connection.channel()
+            continue
+        figures[name] = (method.message_count, method.consumer_count)
+    if channel.is_open:
+        channel.close()
+    return figures
+
+
 def queue_depth(amqp_url: str, queue: str) -> int:
     """Messages ready in ``queue`` (a passive declare on a short-lived connection)."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))

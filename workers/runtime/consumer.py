@@ -22,6 +22,8 @@ from pika.spec import BasicProperties
 
 from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
+from conveyor.workers.observability.health import Health
+from conveyor.workers.observability.metrics import RECONNECTS
 from conveyor.workers.runtime import amqp, topology
 from conveyor.workers.runtime.envelope import Delivery
 from conveyor.workers.runtime.reconnect import serve_reconnecting
@@ -42,7 +44,7 @@ class Settlement:
 
 class Consumer:
     def __init__(self, spec: WorkerSpec, settings: Settings, *, inbound: queue.Queue,
-                 stop: threading.Event, declare: bool = True) -> None:
+                 stop: threading.Event, declare: bool = True, health: Health | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.inbound = inbound
@@ -54,6 +56,11 @@ class Consumer:
         self._channel = None
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
+        self.health = health or Health()
+        self._condition = f"broker:{spec.name}"
+        self.peers = 1  # consumers of the queue, this one included (tenant fairness splits rates by it)
+        self._peers_read_at = 0.0
+        self.health.set_problem(self._condition, "not consuming yet")
 
     # -- processor-facing API (any thread) -------------------------------------------------
 
@@ -87,10 +94,18 @@ class Consumer:
                            progress=lambda: self.generation, on_lost=self._connection_lost)
         self._forget_channel()
         self.cancelled.set()
+        self.health.forget(self._loop_name)
+
+    @property
+    def _loop_name(self) -> str:
+        return f"{self.spec.name}-consumer"
 
     def _connection_lost(self, error: BaseException, delay: float) -> None:
         log.warning("broker_connection_lost", worker=self.spec.name, error=repr(error)[:300],
                     retry_in_s=round(delay, 2))
+        RECONNECTS.labels("broker").inc()
+        self.health.set_problem(self._condition, f"not connected to RabbitMQ ({type(error).__name__}); reconnecting")
+        self.health.beat(self._loop_name)  # waiting out an outage is not being stuck
         self._forget_channel()
 
     def _serve_one_connection(self) -> None:
@@ -110,8 +125,12 @@ class Consumer:
             tag = channel.basic_consume(self.spec.queue, on_message_callback=self._on_message)
             log.info("consuming", worker=self.spec.name, queue=self.spec.queue,
                      prefetch=self.settings.prefetch, generation=self.generation)
+            self.health.set_problem(self._condition, None)
             while not self.stop.is_set():
+                self.health.beat(self._loop_name)
                 connection.process_data_events(time_limit=0.2)
+                self._count_peers(channel)
+            self.health.set_problem(self._condition, "stopping")
             self._drain(connection, channel, tag)
         finally:
             self._forget_channel()
@@ -120,6 +139,11 @@ class Consumer:
                     connection.close()
                 except amqp.CONNECTION_ERRORS:
                     pass
+
+    def _count_peers(self, channel, *, every_s: float = 5.0) -> None:
+        if time.monotonic() - self._peers_read_at >= every_s:
+            self._peers_read_at = time.monotonic()
+            self.peers = max(1, channel.queue_declare(self.spec.queue, passive=True).method.consumer_count)
 
     def _drain(self, connection, channel, consumer_tag: str) -> None:
         """Stop consuming, then let the processor finish and settle what it already holds."""

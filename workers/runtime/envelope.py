@@ -20,6 +20,9 @@ H_ERROR_CODE = "x-conveyor-error-code"
 H_ERROR_MESSAGE = "x-conveyor-error-message"
 H_TRACEBACK = "x-conveyor-traceback"
 H_REASON = "x-conveyor-reason"
+H_DEFERRALS = "x-conveyor-deferrals"          # times deferred for tenant fairness (not attempts)
+H_DEFERRED_UNTIL = "x-conveyor-deferred-until-ms"  # the slot it was given (Unix ms)
+H_DEFERRED_REASON = "x-conveyor-deferred-reason"
 MAX_ATTEMPTS_HEADER = 1_000_000
 
 
@@ -51,6 +54,12 @@ class Delivery:
     def original_routing_key(self) -> str:
         return str(self.headers.get(H_ORIGINAL_ROUTING_KEY, self.routing_key))
 
+    @property
+    def deferred_until(self) -> float | None:
+        """The slot (Unix seconds) a fairness deferral gave it, if it was deferred."""
+        value = self.headers.get(H_DEFERRED_UNTIL)
+        return value / 1000 if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -77,7 +86,23 @@ def failure_properties(delivery: Delivery, failure: Failure, *, queue: str, atte
         H_TRACEBACK: short_traceback(failure.error),
         H_REASON: failure.reason,
     })
-    source = delivery.properties
+    return _copy(delivery.properties, headers)
+
+
+def deferral_properties(delivery: Delivery, *, queue: str, until: float, reason: str) -> BasicProperties:
+    """The original properties with the deferral's headers; attempts stay as they were."""
+    headers = {key: _encodable(value) for key, value in delivery.headers.items()}
+    headers.setdefault(H_ORIGINAL_EXCHANGE, delivery.exchange)
+    headers.setdefault(H_ORIGINAL_ROUTING_KEY, delivery.routing_key)
+    headers.setdefault(H_ORIGINAL_QUEUE, queue)
+    deferrals = headers.get(H_DEFERRALS, 0)
+    headers[H_DEFERRALS] = (deferrals if isinstance(deferrals, int) and 0 <= deferrals < 2**31 else 0) + 1
+    headers[H_DEFERRED_UNTIL] = int(until * 1000)
+    headers[H_DEFERRED_REASON] = reason[:300]
+    return _copy(delivery.properties, headers)
+
+
+def _copy(source: BasicProperties, headers: dict) -> BasicProperties:
     return BasicProperties(
         content_type=source.content_type, content_encoding=source.content_encoding,
         headers=headers, delivery_mode=2, priority=source.priority,

@@ -26,11 +26,14 @@ from conveyor.db.uow import PostgresUnitOfWork, UnitOfWork
 from conveyor.schemas.errors import InvalidMessage
 from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
+from conveyor.workers.observability.health import Health
+from conveyor.workers.observability.metrics import RECONNECTS, WorkerMetrics
 from conveyor.workers.runtime import failure, topology
 from conveyor.workers.runtime.consumer import Consumer, Settlement
-from conveyor.workers.runtime.envelope import Delivery, Failure, failure_properties
+from conveyor.workers.runtime.envelope import Delivery, Failure, deferral_properties, failure_properties
 from conveyor.workers.runtime.messages import ParsedMessage, parse_delivery
 from conveyor.workers.runtime.spec import WorkerSpec
+from conveyor.workers.runtime.throttle import TenantThrottle, defer_tier, parse_limits
 
 log = get_logger("conveyor.processor")
 
@@ -43,6 +46,8 @@ class Result:
     outcome: str | None = None
     error: BaseException | None = None
     abandoned: bool = False  # stopping during a database outage: hand it back untouched
+    deferred_until: float | None = None  # over its tenant's rate: waits for this slot (Unix s)
+    rate_key: str = ""
 
     @property
     def job(self) -> ParsedMessage:
@@ -67,7 +72,7 @@ class BatchStats:
 
 class Processor:
     def __init__(self, spec: WorkerSpec, settings: Settings, *, inbound: queue.Queue,
-                 consumer: Consumer, stop: threading.Event) -> None:
+                 consumer: Consumer, stop: threading.Event, health: Health | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.inbound = inbound
@@ -77,17 +82,25 @@ class Processor:
                                       statement_timeout_ms=settings.statement_timeout_ms)
         self.stop = stop
         self.stats = BatchStats()
+        self.metrics = WorkerMetrics(spec.name, spec.queue)
+        self.health = health or Health()
+        self._loop_name = f"{spec.name}-processor"
+        self._condition = f"database:{spec.name}"
         self.policy = failure.RetryPolicy(settings.max_attempts, settings.retry_delays)
+        limits = parse_limits(settings.tenant_rate_limits)
+        self.throttle = None if limits.empty else TenantThrottle(limits, share=lambda: consumer.peers)
 
     def run(self) -> None:
         try:
             while not (self.stop.is_set() and self.consumer.cancelled.is_set() and self.inbound.empty()):
+                self.health.beat(self._loop_name)
                 batch = self._next_batch()
                 # Deliveries from a channel that died are redelivered anyway: skip the work.
                 current = [d for d in batch if self.consumer.is_live(d.generation)]
                 if current:
                     self.process(current)
         finally:
+            self.health.forget(self._loop_name)
             self.db.close()
 
     def _next_batch(self) -> list[Delivery]:
@@ -121,13 +134,36 @@ class Processor:
     def process(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
         results = [self._parse(delivery, started) for delivery in batch]
-        runnable = [r for r in results if r.error is None]
+        if self.throttle is not None:
+            self._defer_over_rate(results)
+        runnable = [r for r in results if r.error is None and r.deferred_until is None]
         if runnable:
             self._run_transaction(runnable)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(batch))
+        self._observe_age(results)
         settlements = [self._settlement(r) for r in results]
         self.consumer.settle(batch[0].generation, settlements)
         for result in results:
             self._log(result)
+
+    def _defer_over_rate(self, results: list[Result]) -> None:
+        """Tenant fairness: a message past its tenant's rate waits for its slot instead."""
+        assert self.throttle is not None
+        for result in results:
+            if result.error is None and result.job.route.rate_key is not None:
+                result.rate_key = result.job.route.rate_key(result.job.message, result.job.context)
+                slot = self.throttle.admit(result.rate_key, slot=result.delivery.deferred_until)
+                result.deferred_until = slot or None
+
+    def _observe_age(self, results: list[Result]) -> None:
+        """Publish → commit for the messages committed now whose publisher set the AMQP
+        timestamp (whole seconds, as the protocol has it)."""
+        now = time.time()
+        for result in results:
+            stamp = result.delivery.properties.timestamp
+            if stamp and result.error is None and not result.abandoned and result.deferred_until is None:
+                self.metrics.message_age.observe(max(now - stamp, 0.0))
 
     def _parse(self, delivery: Delivery, started: float) -> Result:
         try:
@@ -145,12 +181,18 @@ class Processor:
                 for attempt in self._local_retries():
                     with attempt:
                         self._attempt(results)
+                if outage_wait > 0.5:  # the database is back
+                    self.health.set_problem(self._condition, None)
                 return
             except (RetryError, Exception) as raised:  # noqa: BLE001 - classified below
                 error = _unwrap(raised)
                 if is_outage(error) and not self.stop.is_set():
                     log.warning("database_unavailable", worker=self.spec.name, error=repr(error)[:300],
                                 retry_in_s=outage_wait)
+                    if outage_wait == 0.5:
+                        RECONNECTS.labels("database").inc()
+                        self.health.set_problem(self._condition, "database unavailable; waiting to reconnect")
+                    self.health.beat(self._loop_name)
                     self.stop.wait(outage_wait)
                     outage_wait = min(outage_wait * 2, 10.0)
                     continue
@@ -210,6 +252,7 @@ class Processor:
         except Exception as error:  # noqa: BLE001 - the per-message path isolates the culprit
             log.info("batch_fallback", worker=self.spec.name, size=len(results), error=str(error)[:200])
         self.stats.batch_fallbacks += 1
+        self.metrics.fallbacks.inc()
         return False
 
     def _lock_and_claim(self, uow: UnitOfWork, results: list[Result]) -> list[Result]:
@@ -250,21 +293,38 @@ class Processor:
     def _settlement(self, result: Result) -> Settlement:
         if result.abandoned:
             result.outcome = "requeued"
+            self.metrics.settled("requeued")
             return Settlement(result.delivery, requeue=True)
+        if result.deferred_until is not None:
+            return self._deferral(result, result.deferred_until)
         if result.error is None:
             self.stats.count(result.outcome or "ok")
+            self.metrics.settled(result.outcome or "ok")
             return Settlement(result.delivery)
         attempts = result.delivery.previous_attempts + 1
-        decision = failure.decide(failure.classify(result.error), attempts=attempts, policy=self.policy)
+        kind = failure.classify(result.error)
+        decision = failure.decide(kind, attempts=attempts, policy=self.policy)
         result.outcome = decision.action.value
         self.stats.count(result.outcome)
+        self.metrics.settled(result.outcome)
         if decision.action is failure.Action.RETRY_LATER and decision.delay_seconds is not None:
             target = topology.retry_queue_name(self.spec.queue, decision.delay_seconds)
+            self.metrics.retried(decision.delay_seconds)
         else:
             target = topology.dlq_name(self.spec.queue)
+            self.metrics.dead_lettered(kind.value)
         details = Failure(result.error, failure.error_code(result.error), decision.reason)
         properties = failure_properties(result.delivery, details, queue=self.spec.queue, attempts=attempts)
         return Settlement(result.delivery, target, properties)
+
+    def _deferral(self, result: Result, until: float) -> Settlement:
+        result.outcome = "deferred"
+        self.stats.count("deferred")
+        self.metrics.settled("deferred")
+        tier = defer_tier(until - time.time())
+        properties = deferral_properties(result.delivery, queue=self.spec.queue, until=until,
+                                         reason=f"tenant {result.rate_key!r} over its rate limit")
+        return Settlement(result.delivery, topology.defer_queue_name(self.spec.queue, tier), properties)
 
     def _log(self, result: Result) -> None:
         delivery = result.delivery

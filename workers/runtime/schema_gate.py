@@ -19,31 +19,44 @@ from collections.abc import Callable
 from conveyor.db.errors import DatabaseError
 from conveyor.db.migrate import SchemaCheck, check_schema
 from conveyor.workers.logging import get_logger
+from conveyor.workers.observability.metrics import SCHEMA_PENDING
 
 log = get_logger("conveyor.schema")
 
 
 def wait_until_migrated(database_url: str, *, stop: threading.Event, interval: float,
-                        check: Callable[[str], SchemaCheck] = check_schema) -> bool:
-    """Block until the schema is ready; False when ``stop`` was set first."""
+                        check: Callable[[str], SchemaCheck] = check_schema,
+                        report: Callable[[str | None], None] = lambda problem: None) -> bool:
+    """Block until the schema is ready; False when ``stop`` was set first. ``report`` hears
+    what is missing at every check (``None`` once ready): the readiness probe shows it."""
     reported: object = None
     while not stop.is_set():
         try:
             result = check(database_url)
         except DatabaseError as error:  # logged every time: an outage should be seen to last
             state: object = ("unreachable", type(error).__name__)
+            report(f"schema unknown: the database did not answer ({type(error).__name__})")
             log.warning("schema_check_failed", error=str(error)[:300], retry_in_s=interval)
         else:
+            SCHEMA_PENDING.set(len(result.pending) + len(result.modified))
             if result.ready:
                 _report_ready(result, waited=reported is not None)
+                report(None)
                 return True
             state = (tuple(result.pending), tuple(result.modified))
+            report(_missing(result))
             if state != reported:
                 log.error("schema_not_ready", pending=result.pending, modified=result.modified,
                           hint="run `conveyor db migrate`; consuming nothing until then", retry_in_s=interval)
         reported = state
         stop.wait(interval)
     return False
+
+
+def _missing(result: SchemaCheck) -> str:
+    parts = [f"pending migrations: {', '.join(result.pending)}"] if result.pending else []
+    parts += [f"edited migrations: {', '.join(result.modified)}"] if result.modified else []
+    return "; ".join(parts) + " (run `conveyor db migrate`)"
 
 
 def _report_ready(result: SchemaCheck, *, waited: bool) -> None:

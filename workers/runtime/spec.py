@@ -32,6 +32,9 @@ class Route:
     # Optional set-based form of `handler`: batch_handler([(message, ctx), ...], uow) returns
     # one outcome per message, with the same effect as running `handler` on each in order.
     batch_handler: Callable[[list[tuple[Any, HandlerContext]], Any], list[str]] | None = None
+    # The fairness key (the tenant) of a message whose rate is limited per key
+    # (CONVEYOR_TENANT_RATE_LIMITS, runtime/throttle.py); None: never limited.
+    rate_key: Callable[[Any, HandlerContext], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,8 @@ class WorkerSpec:
     queue: str
     bindings: tuple[tuple[str, str], ...]
     routes: dict[str, Route] = field(default_factory=dict)
+
+    @property
+    def rate_limited(self) -> bool:
+        """Some route's messages may be deferred for fairness (the queue has delay queues)."""
+        return any(route.rate_key is not None for route in self.routes.values())

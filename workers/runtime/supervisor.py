@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
+from conveyor.workers.observability.health import Health
 from conveyor.workers.runtime.consumer import Consumer
 from conveyor.workers.runtime.processor import Processor
 from conveyor.workers.runtime.spec import WorkerSpec
@@ -27,14 +28,16 @@ class Supervisor:
     settings: Settings
     pool: ConnectionPool
     stop: threading.Event = field(default_factory=threading.Event)
+    health: Health = field(default_factory=Health)
     processors: list[Processor] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _failed: threading.Event = field(default_factory=threading.Event)
 
     def add_worker(self, spec: WorkerSpec) -> Processor:
         inbound: queue.Queue = queue.Queue()
-        consumer = Consumer(spec, self.settings, inbound=inbound, stop=self.stop)
-        processor = Processor(spec, self.settings, inbound=inbound, consumer=consumer, stop=self.stop)
+        consumer = Consumer(spec, self.settings, inbound=inbound, stop=self.stop, health=self.health)
+        processor = Processor(spec, self.settings, inbound=inbound, consumer=consumer, stop=self.stop,
+                              health=self.health)
         self.processors.append(processor)
         self._spawn(f"{spec.name}-consumer", consumer.run)
         self._spawn(f"{spec.name}-processor", processor.run)
@@ -42,6 +45,10 @@ class Supervisor:
 
     def add_service(self, name: str, target: Callable[[], None]) -> None:
         self._spawn(name, target)
+
+    def dead_threads(self) -> list[str]:
+        """Threads that ended while the process was not stopping (the liveness probe's)."""
+        return [] if self.stop.is_set() else [t.name for t in self._threads if not t.is_alive()]
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):

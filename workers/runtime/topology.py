@@ -1,7 +1,8 @@
 """RabbitMQ names and their idempotent declaration.
 
 Per work queue: a quorum queue with an explicit delivery limit, one retry queue per
-delay tier (queue-level TTL, dead-lettering back to the work queue) and ``<queue>.dlq``.
+delay tier (queue-level TTL, dead-lettering back to the work queue) and ``<queue>.dlq``;
+a queue whose messages may be deferred for tenant fairness also has ``<queue>.defer.<N>s``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 
 from conveyor.schemas.names import INBOUND_EXCHANGES, OUTBOUND_EXCHANGES
 from conveyor.workers.runtime.spec import WorkerSpec
+from conveyor.workers.runtime.throttle import DEFER_TIERS
 
 __all__ = ["INBOUND_EXCHANGES", "OUTBOUND_EXCHANGES"]  # re-exported: declared here, defined there
 # Events nobody has bound a queue for yet land here instead of being dropped or
@@ -24,6 +26,11 @@ def dlq_name(queue: str) -> str:
 
 def retry_queue_name(queue: str, delay_seconds: int) -> str:
     return f"{queue}.retry.{delay_seconds}s"
+
+
+def defer_queue_name(queue: str, delay_seconds: int) -> str:
+    """Where a message deferred for tenant fairness waits (runtime/throttle.py)."""
+    return f"{queue}.defer.{delay_seconds}s"
 
 
 def work_queue_arguments(queue: str, *, delivery_limit: int) -> dict:
@@ -69,5 +76,9 @@ def declare_worker(channel, spec: WorkerSpec, *, retry_delays: Iterable[int], de
     for delay in sorted(set(retry_delays)):
         channel.queue_declare(retry_queue_name(spec.queue, delay), durable=True,
                               arguments=retry_queue_arguments(spec.queue, delay))
+    if spec.rate_limited:  # the same shape as a retry tier: a TTL, then back to the work queue
+        for delay in DEFER_TIERS:
+            channel.queue_declare(defer_queue_name(spec.queue, delay), durable=True,
+                                  arguments=retry_queue_arguments(spec.queue, delay))
     for exchange, routing_key in spec.bindings:
         channel.queue_bind(spec.queue, exchange, routing_key=routing_key)

@@ -30,6 +30,8 @@ from conveyor.db.outbox import Outbox, OutboxRow
 from conveyor.db.relay_lease import RelayLease
 from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
+from conveyor.workers.observability.health import Health
+from conveyor.workers.observability.metrics import RECONNECTS, RELAY_CONFIRM, RELAY_LEADER, RELAY_PUBLISHED
 from conveyor.workers.runtime import amqp, topology
 from conveyor.workers.runtime.reconnect import serve_reconnecting
 from conveyor.workers.services.relay.ordering import BatchResult, Cooldown, publish_in_order
@@ -49,6 +51,12 @@ def _reconnects(error: BaseException) -> bool:
     return isinstance(error, amqp.CONNECTION_ERRORS)
 
 
+def _count_published(rows: list[OutboxRow], confirmed: list[int]) -> None:
+    exchange = {row.id: row.exchange for row in rows}
+    for stream, count in Counter(exchange[row_id] for row_id in confirmed).items():
+        RELAY_PUBLISHED.labels(stream).inc(count)
+
+
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
@@ -59,7 +67,8 @@ class OutboxRelay:
                  per_key_in_flight: int = 1, max_waves: int = 16, rotate_after_rows: int = 10_000,
                  rotate_check_seconds: float = 1.0,
                  max_reconnect_delay: float = 5.0, holder: str | None = None,
-                 after_confirm: Callable[[list[OutboxRow], BatchResult], None] | None = None) -> None:
+                 after_confirm: Callable[[list[OutboxRow], BatchResult], None] | None = None,
+                 health: Health | None = None) -> None:
         if not 0 < poll_interval < lease_seconds:
             raise ValueError("poll_interval must be shorter than lease_seconds: the leader renews while idle")
         self.settings = settings
@@ -90,11 +99,18 @@ class OutboxRelay:
         self.rotations = 0
         self.truncations = 0
         self._cooldown = Cooldown(seconds=poll_interval)
+        self.health = health or Health()
+        self.health.set_problem("relay", "not connected yet")
+        RELAY_LEADER.set(0)
 
     def run(self) -> None:
-        serve_reconnecting(self._serve_translated, stop=self.stop, errors=(DatabaseError, *amqp.CONNECTION_ERRORS),
-                           should_reconnect=_reconnects, progress=lambda: self.connections,
-                           on_lost=self._connection_lost, max_delay=self.max_reconnect_delay)
+        try:
+            serve_reconnecting(self._serve_translated, stop=self.stop,
+                               errors=(DatabaseError, *amqp.CONNECTION_ERRORS), should_reconnect=_reconnects,
+                               progress=lambda: self.connections, on_lost=self._connection_lost,
+                               max_delay=self.max_reconnect_delay)
+        finally:
+            self.health.forget("relay")
 
     def _serve_translated(self) -> None:
         with wrap_exceptions():  # whatever the driver raises leaves as Conveyor's errors
@@ -103,6 +119,9 @@ class OutboxRelay:
     def _connection_lost(self, error: BaseException, delay: float) -> None:
         log.warning("relay_connection_lost", relay=self.holder, error=repr(error)[:300], retry_in_s=round(delay, 2))
         self._set_leader(False)
+        RECONNECTS.labels("database" if isinstance(error, DatabaseError) else "broker").inc()
+        self.health.set_problem("relay", f"connection lost ({type(error).__name__}); reconnecting")
+        self.health.beat("relay")
 
     def _serve(self) -> None:
         kwargs = {"lock_timeout_ms": self.settings.lock_timeout_ms,
@@ -116,6 +135,7 @@ class OutboxRelay:
                 topology.declare_exchanges(publisher.channel)
                 self.connections += 1
                 log.info("relay_connected", relay=self.holder)
+                self.health.set_problem("relay", None)
                 self._loop(listener, conn, broker, publisher)
                 self._step_down(conn)
             finally:
@@ -125,6 +145,7 @@ class OutboxRelay:
     def _loop(self, listener: Connection, conn: Connection, broker,
               publisher: ConfirmingPublisher) -> None:
         while not self.stop.is_set():
+            self.health.beat("relay")
             pause = self.drain(conn, publisher)  # the first thing after every (re)connect
             if self.stop.is_set():
                 return
@@ -165,9 +186,12 @@ class OutboxRelay:
             cooling_keys, cooling_ids = self._cooldown.active(now=time.monotonic())
             rows = outbox.claim(self.batch_size, per_key=self._key_cap, skip_keys=cooling_keys,
                                 skip_ids=cooling_ids)
-            deadline = time.monotonic() + self.batch_timeout
+            started = time.monotonic()
+            deadline = started + self.batch_timeout
             result = publish_in_order(rows, lambda wave: publisher.publish(wave, deadline=deadline),
                                       per_key=self.per_key_in_flight, max_waves=self.max_waves)
+            if rows:
+                RELAY_CONFIRM.observe(time.monotonic() - started)
             refused = {row_id for row_id, _ in result.refused}
             self._cooldown.refused([row for row in rows if row.id in refused], now=time.monotonic())
             if self.after_confirm is not None:
@@ -176,6 +200,7 @@ class OutboxRelay:
             if result.confirmed:  # acquire() renewed the lease already; this adds the stats
                 lease.finish(sent=len(result.confirmed))
         self.published += len(result.confirmed)
+        _count_published(rows, result.confirmed)
         if result.refused:
             log.warning("relay_publish_refused", relay=self.holder, refused=len(result.refused),
                         held_back=len(result.held_back), outcomes=sorted({o for _, o in result.refused}))
@@ -206,6 +231,7 @@ class OutboxRelay:
         if leader != self.is_leader:
             log.info("relay_leader" if leader else "relay_standby", relay=self.holder)
         self.is_leader = leader
+        RELAY_LEADER.set(1 if leader else 0)
 
     def _step_down(self, conn: Connection) -> None:
         """On a clean stop, hand the lease over at once instead of letting it run out."""

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Make sure the tools the tests need beyond the virtualenv are on this machine: promtool
+# (tests/unit/test_alert_rules.py checks and unit-tests deploy/prometheus/ with it).
+# Idempotent: does nothing when promtool is already on PATH. Installs Debian's `prometheus`
+# package otherwise, and makes sure the install leaves no Prometheus server running
+# (nothing may listen on 9090 afterwards). Needs root (apt-get) only when it installs.
+set -euo pipefail
+
+if command -v promtool >/dev/null 2>&1; then
+    echo "setup-tools: promtool found at $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"
+    exit 0
+fi
+
+# Where it cannot install (no apt-get, not root), a developer's run goes on and the tests that
+# need promtool skip; CI (CI=true) must run them, so there it is an error.
+cannot_install() {
+    echo "setup-tools: promtool is missing and $1; install Prometheus' promtool by hand" >&2
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+    exit 0
+}
+command -v apt-get >/dev/null 2>&1 || cannot_install "there is no apt-get here"
+[ "$(id -u)" -eq 0 ] || cannot_install "installing it needs root (apt-get install prometheus)"
+
+# Keep the package's maintainer scripts from starting (or restarting) a server: invoke-rc.d
+# asks policy-rc.d, and 101 means "action forbidden". An existing policy-rc.d (Docker images
+# ship one) is kept aside and put back afterwards, byte for byte.
+policy=/usr/sbin/policy-rc.d
+backup=""
+if [ -e "$policy" ]; then
+    backup="$(mktemp /tmp/policy-rc.d.XXXXXX)"
+    cp -p "$policy" "$backup"
+fi
+restore_policy() {
+    if [ -n "$backup" ]; then
+        cp -p "$backup" "$policy"
+        rm -f "$backup"
+    else
+        rm -f "$policy"
+    fi
+}
+trap restore_policy EXIT
+printf '#!/bin/sh\n# written by tests/setup-tools.sh for the duration of an install\nexit 101\n' >"$policy"
+chmod 0755 "$policy"
+
+# Servers running before the install are not ours to stop: note them, stop only new ones.
+before="$(pgrep -x prometheus || true)"
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+
+# Belt and braces: without systemd, a postinst may still have started the daemon some other way.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
+for pid in $(pgrep -x prometheus || true); do
+    case " $(echo "$before" | tr '\n' ' ') " in
+        *" $pid "*) ;;
+        *) kill "$pid" 2>/dev/null || true ;;
+    esac
+done
+
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "setup-tools: installed the prometheus package but promtool is still not on PATH" >&2
+    exit 1
+fi
+echo "setup-tools: installed promtool from Debian's prometheus package ($(promtool --version 2>&1 | head -n 1))"
