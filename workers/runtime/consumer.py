@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pika.exceptions
 from pika.spec import BasicProperties
 
 from conveyor.workers.config import Settings
@@ -25,6 +24,7 @@ from conveyor.workers.logging import get_logger
 from conveyor.workers.observability.health import Health
 from conveyor.workers.observability.metrics import RECONNECTS
 from conveyor.workers.runtime import amqp, topology
+from conveyor.workers.runtime.copies import CopyPublisher
 from conveyor.workers.runtime.envelope import Delivery
 from conveyor.workers.runtime.reconnect import serve_reconnecting
 from conveyor.workers.runtime.spec import WorkerSpec
@@ -54,6 +54,7 @@ class Consumer:
         self.cancelled = threading.Event()  # set once no more deliveries can arrive
         self._connection = None
         self._channel = None
+        self._copies: CopyPublisher | None = None
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
         self.health = health or Health()
@@ -112,7 +113,8 @@ class Consumer:
         connection = amqp.connect(self.settings, name=self.spec.name)
         try:
             channel = connection.channel()
-            channel.confirm_delivery()
+            copies = CopyPublisher(connection, channel, on_confirmed=lambda tags: self._ack(channel, tags),
+                                   on_refused=lambda tag, why: self._copy_refused(channel, tag, why))
             if self.declare:
                 topology.declare_exchanges(channel)
                 topology.declare_worker(channel, self.spec, retry_delays=self.settings.retry_delays,
@@ -121,7 +123,7 @@ class Consumer:
             with self._lock:
                 self.generation += 1
                 self._in_flight.clear()
-            self._connection, self._channel = connection, channel
+            self._connection, self._channel, self._copies = connection, channel, copies
             tag = channel.basic_consume(self.spec.queue, on_message_callback=self._on_message)
             log.info("consuming", worker=self.spec.name, queue=self.spec.queue,
                      prefetch=self.settings.prefetch, generation=self.generation)
@@ -162,34 +164,33 @@ class Consumer:
         self.inbound.put(delivery)
 
     def _settle_now(self, generation: int, settlements: list[Settlement], on_done) -> None:
-        if generation != self.generation or self._channel is None:
+        if generation != self.generation or self._channel is None or self._copies is None:
             return
-        channel = self._channel
+        channel, copies = self._channel, self._copies
+        done: list[int] = []
         for settlement in settlements:
+            tag = settlement.delivery.delivery_tag
             if settlement.requeue:
-                self._requeue(channel, settlement.delivery.delivery_tag)
-        confirmed = [s.delivery.delivery_tag for s in settlements
-                     if not s.requeue and self._publish_copy(channel, s)]
-        self._ack(channel, confirmed)
+                self._requeue(channel, tag)
+            elif settlement.copy_to_queue:  # acked once the broker confirms the copy
+                copies.publish(settlement.copy_to_queue, settlement.delivery.body,
+                               settlement.copy_properties or BasicProperties(), original_tag=tag)
+            else:
+                done.append(tag)
+        self._ack(channel, done)
         if on_done is not None:
             on_done(settlements)
 
-    def _publish_copy(self, channel, settlement: Settlement) -> bool:
-        """Publish the retry/DLQ copy (if any) and wait for the confirm; False puts the original back."""
-        if not settlement.copy_to_queue:
-            return True
-        try:
-            channel.basic_publish("", settlement.copy_to_queue, settlement.delivery.body,
-                                  properties=settlement.copy_properties, mandatory=True)
-            return True
-        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as error:
-            log.error("copy_not_confirmed", worker=self.spec.name, queue=settlement.copy_to_queue,
-                      error=repr(error)[:300])
-            self._requeue(channel, settlement.delivery.delivery_tag)
-            return False
+    def _copy_refused(self, channel, tag: int, why: str) -> None:
+        log.error("copy_not_confirmed", worker=self.spec.name, error=why)
+        self._requeue(channel, tag)
+
+    # Acks and nacks go through the asynchronous channel underneath (``_impl``): queued for the
+    # I/O loop, they return at once. BlockingChannel's would flush and read what arrived
+    # meanwhile, which can run a copy's confirm callback (and its ack) in the middle of this one.
 
     def _requeue(self, channel, tag: int) -> None:
-        channel.basic_nack(tag, requeue=True)
+        channel._impl.basic_nack(tag, requeue=True)  # noqa: SLF001 - see above
         with self._lock:
             self._in_flight.discard(tag)
 
@@ -203,12 +204,13 @@ class Consumer:
             self._in_flight.difference_update(settled)
         if gap:
             for tag in tags:
-                channel.basic_ack(tag)
+                channel._impl.basic_ack(tag)  # noqa: SLF001 - see above
         else:
-            channel.basic_ack(highest, multiple=True)
+            channel._impl.basic_ack(highest, multiple=True)  # noqa: SLF001
 
     def _forget_channel(self) -> None:
         with self._lock:
             self._connection = None
             self._channel = None
+            self._copies = None
             self._in_flight.clear()
