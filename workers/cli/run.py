@@ -9,8 +9,12 @@ from conveyor.workers.roles import ALL
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run workers until SIGTERM/SIGINT",
-                       description=f"Run workers in this process (default: all of {', '.join(ALL)}).")
+    p = sub.add_parser(
+        "run", help="run workers until SIGTERM/SIGINT",
+        description=f"Run workers in this process (default: all of {', '.join(ALL)}). Nothing is consumed "
+                    "until the database's migrations are applied (safe start). With CONVEYOR_HTTP_PORT set, "
+                    "the process (or, with --processes, the group) serves /metrics (Prometheus), /healthz "
+                    "(liveness) and /readyz (readiness) on that port; see docs/operations.md.")
     p.add_argument("workers", nargs="*", metavar="WORKER", help=f"one or more of: {', '.join(ALL)}")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="run N competing copies as child processes (default 1); use about one per core")

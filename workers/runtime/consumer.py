@@ -60,6 +60,7 @@ class Consumer:
         self.health = health or Health()
         self._condition = f"broker:{spec.name}"
         self.peers = 1  # consumers of the queue, this one included (tenant fairness splits rates by it)
+        self._fair = spec.rate_limited and bool(settings.tenant_rate_limits.strip())
         self._peers_read_at = 0.0
         self.health.set_problem(self._condition, "not consuming yet")
 
@@ -131,7 +132,8 @@ class Consumer:
             while not self.stop.is_set():
                 self.health.beat(self._loop_name)
                 connection.process_data_events(time_limit=0.2)
-                self._count_peers(channel)
+                if self._fair:
+                    self._count_peers(channel)
             self.health.set_problem(self._condition, "stopping")
             self._drain(connection, channel, tag)
         finally:
