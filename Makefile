@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness schemas
+.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness schemas docs-db
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -40,6 +40,9 @@ bench-relay: $(STAMP)  ## relay benchmark: change-to-partner latency at 500/s, d
 
 schemas: $(STAMP)  ## regenerate schemas/json/*.schema.json and schemas/asyncapi.yaml from the models
 	$(BIN)/python -m conveyor.schemas.export
+
+docs-db: $(STAMP)  ## regenerate docs/database.md from the catalog of a freshly migrated database
+	$(BIN)/python -m tests.support.database_docs --output docs/database.md
 
 lock:  ## regenerate deploy/requirements.lock (the image's exact runtime dependencies) in a scratch venv
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet .

@@ -18,11 +18,17 @@ from conveyor.db.errors import wrap_exceptions
 
 Connection = psycopg.Connection  # for type hints outside db/
 
+# Where Conveyor's objects live (V013: one schema per component, docs/database.md). Every
+# connection Conveyor opens sets it, so the SQL names objects without their schema; the
+# database sets it too, for psql and hand-written SQL. Before V013 only `public` exists.
+SEARCH_PATH = "orders,inventory,messaging,privacy,audit,archive,maintenance,public"
+
 
 def connection_kwargs(*, lock_timeout_ms: int = 2_000, statement_timeout_ms: int = 30_000,
                       application_name: str = "conveyor") -> dict:
     # Autocommit: every transaction is an explicit `with conn.transaction()` block.
     options = f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"
+    options += f" -c search_path={SEARCH_PATH}"
     # The rows Conveyor touches per message (stock levels, recent orders) are in memory: at
     # the default random_page_cost of 4 the planner hashes all of stock_levels rather than
     # probe its primary key 60 times for a batch (EXPLAIN ANALYZE on 5,000 SKUs: 6.6 ms

@@ -1,4 +1,11 @@
-"""The inbox: message ids already processed, so a redelivery has no second effect."""
+"""The inbox: message ids already processed, so a redelivery has no second effect.
+
+The inbox is partitioned by the day a message was processed (V013), so its retention drops
+whole days. Its key is (message_id, processed_on): a delivery racing another one of the same
+id on the same day meets it in the unique index; a message processed on an earlier day is
+found by the NOT EXISTS over the kept partitions. (Two copies racing each other across
+midnight UTC would both pass: each handler's own key then refuses the second effect: the
+order id, the payment id, the shipment and event, the state machine.)"""
 
 from __future__ import annotations
 
@@ -10,13 +17,17 @@ from conveyor.db.arrays import int_array, text_array
 from conveyor.db.locks import sorted_keys
 
 CLAIM = """
-INSERT INTO inbox (message_id, handler) VALUES (%(message_id)s, %(handler)s)
-ON CONFLICT (message_id) DO NOTHING
+INSERT INTO inbox (message_id, handler)
+SELECT %(message_id)s, %(handler)s
+WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = %(message_id)s)
+ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING 1
 """
 CLAIM_MANY = """
-INSERT INTO inbox (message_id, handler) SELECT unnest(%(ids)s::text[]), %(handler)s
-ON CONFLICT (message_id) DO NOTHING
+INSERT INTO inbox (message_id, handler)
+SELECT m.message_id, %(handler)s FROM unnest(%(ids)s::text[]) AS m(message_id)
+WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id)
+ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING message_id
 """
 # The same after taking the batch's stock locks in one sorted pass (conveyor.db.locks): the CTE is
@@ -28,7 +39,8 @@ WITH locked AS MATERIALIZED (
 )
 INSERT INTO inbox (message_id, handler)
 SELECT m.message_id, %(handler)s FROM locked, unnest(%(ids)s::text[]) AS m(message_id)
-ON CONFLICT (message_id) DO NOTHING
+WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id)
+ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING message_id
 """
 SEEN = "SELECT message_id FROM inbox WHERE message_id = ANY(%(ids)s)"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from conveyor.db.connection import SEARCH_PATH
 from conveyor.db.errors import MigrationError, wrap_exceptions
 
 FILENAME = re.compile(r"^V(?P<version>\d+)__(?P<description>[A-Za-z0-9_]+)\.sql$")
@@ -29,7 +30,7 @@ OWNER_ROLE = "conveyor_owner"
 ACT_AS_OWNER = """
 SELECT coalesce((SELECT c.relowner = r.oid AND pg_has_role(r.oid, 'MEMBER')
                  FROM pg_class c JOIN pg_roles r ON r.rolname = %(role)s
-                 WHERE c.oid = to_regclass('schema_history')), false)
+                 WHERE c.oid = to_regclass('public.schema_history')), false)
 """
 
 # The description of a version the database applied but this code has no file for.
@@ -37,15 +38,15 @@ FILE_MISSING = "(file missing)"
 
 LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
 RECORD = """
-INSERT INTO schema_history (version, description, filename, checksum)
+INSERT INTO public.schema_history (version, description, filename, checksum)
 VALUES (%(version)s, %(description)s, %(filename)s, %(checksum)s)
 """
-CREATE_PARTITIONS = "SELECT conveyor_create_order_partitions(now(), %(months_ahead)s)"
-HISTORY_EXISTS = "SELECT to_regclass('schema_history') IS NOT NULL"
-APPLIED = "SELECT version, filename, checksum, applied_at::text FROM schema_history"
+CREATE_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months_ahead)s, %(days_ahead)s)"
+HISTORY_EXISTS = "SELECT to_regclass('public.schema_history') IS NOT NULL"
+APPLIED = "SELECT version, filename, checksum, applied_at::text FROM public.schema_history"
 
 HISTORY_DDL = """
-CREATE TABLE IF NOT EXISTS schema_history (
+CREATE TABLE IF NOT EXISTS public.schema_history (
     version      integer PRIMARY KEY,
     description  text NOT NULL,
     filename     text NOT NULL,
@@ -101,7 +102,7 @@ def discover(directory: Path | None = None) -> list[Migration]:
 
 def status(database_url: str, *, directory: Path | None = None) -> list[MigrationState]:
     migrations = discover(directory)
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}") as conn:
         applied = _applied(conn)
     states = [_state(m, applied.get(m.version)) for m in migrations]
     known = {m.version for m in migrations}
@@ -146,7 +147,7 @@ def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
     """Apply pending migrations; returns the file names applied (empty when up to date)."""
     migrations = discover(directory)
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}") as conn:
         with conn.transaction():
             conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
             conn.execute(HISTORY_DDL)
@@ -165,11 +166,14 @@ def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
     return applied_now
 
 
-def ensure_partitions(database_url: str, *, months_ahead: int = 3) -> list[str]:
-    """Create the order partitions for this month and the next ``months_ahead``."""
-    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+def ensure_partitions(database_url: str, *, months_ahead: int = 3, days_ahead: int = 7) -> list[str]:
+    """Create the partitions of every partition set (V013): monthly ones for this month and
+    the next ``months_ahead``, daily ones for today and the next ``days_ahead``; returns the
+    ones created. Rows the default partitions took for those ranges move in first."""
+    with psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}") as conn, conn.transaction():
         _act_as_owner(conn)
-        rows = conn.execute(CREATE_PARTITIONS, {"months_ahead": months_ahead}).fetchall()
+        ahead = {"months_ahead": months_ahead, "days_ahead": days_ahead}
+        rows = conn.execute(CREATE_PARTITIONS, ahead).fetchall()
     return [r[0] for r in rows]
 
 

@@ -24,15 +24,18 @@ class OrderRepository:
         return views.order(self._conn, order_id)
 
 
+# The registry names the order's partition (V013: orders are partitioned by the time Conveyor
+# recorded them, which the registry keeps), so only that partition is scanned.
 LOCK_ORDER = """
-SELECT o.order_id, o.tenant_id, o.status, o.total, o.currency, o.placed_at, o.updated_at
+SELECT o.order_id, o.tenant_id, o.status, o.total, o.currency, o.created_at, o.updated_at
 FROM orders o
 WHERE o.order_id = %(order_id)s
+  AND o.created_at = (SELECT r.created_at FROM order_registry r WHERE r.order_id = %(order_id)s)
 FOR UPDATE OF o
 """
 SET_STATUS = """
 UPDATE orders SET status = %(to)s, status_reason = %(reason)s, updated_at = now()
-WHERE order_id = %(order_id)s AND placed_at = %(placed_at)s AND status = %(from)s
+WHERE order_id = %(order_id)s AND created_at = %(created_at)s AND status = %(from)s
 """
 ADD_TRANSITION = """
 INSERT INTO order_transitions (order_id, from_status, to_status, event, message_id, reason)
@@ -53,7 +56,7 @@ class LockedOrder:
     status: str
     total: Decimal
     currency: str
-    placed_at: datetime
+    created_at: datetime   # when Conveyor recorded it: the partition key
     updated_at: datetime
 
 
@@ -70,7 +73,7 @@ class OrderStateRepository:
     def move(self, order: LockedOrder, *, to: str, event: str, message_id: str | None,
              reason: str | None) -> None:
         cursor = self._conn.execute(SET_STATUS, {"to": to, "reason": reason, "order_id": order.order_id,
-                                                "placed_at": order.placed_at, "from": order.status})
+                                                "created_at": order.created_at, "from": order.status})
         if cursor.rowcount != 1:
             raise IntegrityViolation(f"order {order.order_id} left {order.status} under its lock")
         self._conn.execute(ADD_TRANSITION, {"order_id": order.order_id, "from": order.status, "to": to,

@@ -22,8 +22,8 @@ from conveyor.schemas.names import OUTBOUND_EXCHANGES
 SHOW_ORDER = """
 SELECT o.order_id, o.tenant_id, o.customer_id, o.currency, o.total, o.status, o.status_reason,
        o.placed_at, o.created_at, o.updated_at
-FROM orders o JOIN order_registry r ON r.order_id = o.order_id AND r.placed_at = o.placed_at
-WHERE o.order_id = %(order_id)s
+FROM order_registry r JOIN orders o ON o.order_id = r.order_id AND o.created_at = r.created_at
+WHERE r.order_id = %(order_id)s
 """
 SHOW_LINES = """
 SELECT line_no, sku, quantity, unit_price, status, reason FROM order_lines

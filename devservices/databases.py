@@ -41,6 +41,8 @@ def create_database(services: Services, *, prefix: str = "conveyor_test", templa
             raise DevServicesError(
                 f"cannot clone {template!r}: it has open connections (seal_template() it after migrating)"
             ) from exc
+        if template is not None:
+            _copy_settings(conn, template, name)
     return database_url_for(services.database_url, name)
 
 
@@ -76,6 +78,17 @@ def fresh_database(
         yield url
     finally:
         drop_database(services, url)
+
+
+def _copy_settings(conn: psycopg.Connection, template: str, name: str) -> None:
+    """CREATE DATABASE ... TEMPLATE copies the data, not the database's own settings (the
+    search_path a migration set with ALTER DATABASE): copy those too."""
+    row = conn.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+                       " WHERE d.datname = %(template)s AND s.setrole = 0", {"template": template}).fetchone()
+    for setting in (row[0] if row else None) or []:
+        key, _, value = setting.partition("=")
+        conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(name), sql.Identifier(key), sql.SQL(value)))
 
 
 def _admin_connection(services: Services) -> psycopg.Connection:

@@ -19,6 +19,7 @@ from conveyor.workers.runtime.schema_gate import wait_until_migrated
 from conveyor.workers.runtime.spec import WorkerSpec
 from conveyor.workers.runtime.supervisor import Supervisor
 from conveyor.workers.services.expirer import Expirer
+from conveyor.workers.services.maintenance import Maintainer
 from conveyor.workers.services.reconciler import Reconciler
 from conveyor.workers.services.relay import OutboxRelay
 from conveyor.workers.services.statistics import StatisticsKeeper
@@ -73,6 +74,8 @@ def build_supervisor(names: list[str], settings: Settings, *, health: Health | N
         supervisor.add_service("statistics", StatisticsKeeper(settings, stop=supervisor.stop).run)
     if settings.reconcile_interval > 0:  # every process asks; one per interval runs it
         supervisor.add_service("reconciler", Reconciler(settings, stop=supervisor.stop).run)
+    if settings.maintenance_interval > 0:  # partitions ahead, retention, summaries; one per interval
+        supervisor.add_service("maintenance", Maintainer(settings, stop=supervisor.stop).run)
     if observe:
         queues = conveyor_queues(WORKERS.values(), settings.retry_delays)
         observer = Observer(settings, stop=supervisor.stop, health=supervisor.health, queues=queues, pool=pool)

@@ -78,6 +78,34 @@ class Settings(BaseSettings):
     # "0" turns it off. "300", "90s", "5m", "1h".
     reconcile_interval: float = Field(default=5 * 60, ge=0)
 
+    # Data over time (docs/data-lifecycle.md). Durations: "90", "30s", "15m", "12h", "7d".
+    # Seconds between maintenance passes (partitions ahead, retention, summaries); one process
+    # of the group runs each pass. "0" turns the loop off (then cron `conveyor db maintain`).
+    maintenance_interval: float = Field(default=15 * 60, ge=0)
+    # Monthly partitions kept ahead of the current month (orders, transitions) ...
+    partitions_ahead: int = Field(default=3, ge=1, le=36)
+    # ... and daily ones ahead of today (the inbox).
+    daily_partitions_ahead: int = Field(default=7, ge=1, le=60)
+    # Processed message ids are kept this long: longer than any redelivery or DLQ replay.
+    inbox_retention: float = Field(default=7 * 86_400, ge=86_400)
+    # The transition log (state changes) is kept this long; "0": as long as its order is hot.
+    transitions_retention: float = Field(default=0, ge=0)
+    # Stock ledger versions older than this that are not their SKU's level are removed; "0": kept.
+    ledger_retention: float = Field(default=0, ge=0)
+    # The DLQ console's audit trail (runs and their messages) is kept this long; "0": kept.
+    dlq_audit_retention: float = Field(default=400 * 86_400, ge=0)
+    # Customers' personal data of finished orders is purged this long after they finished; "0": kept.
+    pii_retention: float = Field(default=90 * 86_400, ge=0)
+    # Days of daily summaries each maintenance pass recomputes from the hot orders.
+    summary_refresh_days: int = Field(default=7, ge=1, le=400)
+    # Months of orders kept in the hot tables; older finished months go to the archive.
+    hot_months: int = Field(default=6, ge=1, le=120)
+    # Where `conveyor archive run` writes months (a directory, mounted storage).
+    archive_dir: str = "archive"
+    # The key file of customers' personal data (docs/privacy.md); unset: orders that carry
+    # a `customer` object are dead-lettered with that reason.
+    pii_key_file: str | None = None
+
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -98,15 +126,22 @@ class Settings(BaseSettings):
             raise ValueError("needs at least one delay, each > 0 seconds")
         return value
 
-    @field_validator("reservation_ttl", "reconcile_interval", mode="before")
+    @field_validator("reservation_ttl", "reconcile_interval", "maintenance_interval", "inbox_retention",
+                     "transitions_retention", "ledger_retention", "dlq_audit_retention", "pii_retention",
+                     mode="before")
     @classmethod
     def _parse_duration(cls, value: object) -> object:
         if isinstance(value, str):
-            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", value)
             if not match:
-                raise ValueError('expected a duration such as "900", "30s", "15m" or "1h"')
-            return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2] or "s"]
+                raise ValueError('expected a duration such as "900", "30s", "15m", "1h" or "7d"')
+            return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2] or "s"]
         return value
+
+    @field_validator("pii_key_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("tenant_rate_limits")
     @classmethod

@@ -59,15 +59,20 @@ def test_a_batch_decides_exactly_as_one_message_at_a_time(database_url, services
 
 
 def test_a_message_the_database_refuses_fails_alone_and_the_rest_of_the_batch_commits(database_url):
-    # Given three orders, the middle one colliding with an order row that exists without its
-    # registry entry (so only the database notices, at insert time)
+    # Given three orders, the middle one refused by the database at insert time (a constraint
+    # the code does not know of: only the database notices)
     set_stock(database_url, "A", 10)
     bodies = [order_body(("A", 1)) for _ in range(3)]
     with psycopg.connect(database_url) as conn:
-        conn.execute("""INSERT INTO orders (order_id, placed_at, tenant_id, customer_id, currency, total, status,
-                                            source_message_id)
-                        VALUES (%s, %s, 'default', 'c', 'EUR', 0, 'REJECTED', 'planted')""",
-                     (bodies[1]["order_id"], bodies[1]["placed_at"]))
+        conn.execute(f"""CREATE FUNCTION test_refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$
+                         BEGIN
+                             IF NEW.order_id = '{bodies[1]["order_id"]}' THEN
+                                 RAISE EXCEPTION 'planted refusal' USING ERRCODE = 'check_violation';
+                             END IF;
+                             RETURN NEW;
+                         END $$""")
+        conn.execute("CREATE TRIGGER test_refuse_order BEFORE INSERT ON orders"
+                     " FOR EACH ROW EXECUTE FUNCTION test_refuse_order()")
 
     # When they come as one batch
     processor = order_processor(database_url)

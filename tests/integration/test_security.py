@@ -93,7 +93,14 @@ def refused(url: str, statement: str) -> str | None:
     "CREATE POLICY stolen ON orders USING (true)",
     "CREATE SCHEMA stolen",
     "GRANT SELECT ON schema_history TO PUBLIC",
-    "SELECT conveyor_create_order_partitions(now(), 1)",
+    "SELECT maintenance.conveyor_ensure_partition('orders.orders', '2031-01-01')",
+    "DROP TABLE orders.orders_default",
+    "ALTER TABLE orders.orders DETACH PARTITION orders.orders_default",
+    "CREATE TABLE maintenance.stolen (id int)",
+    "DELETE FROM maintenance.partition_sets",
+    "DELETE FROM privacy.customer_keys",
+    "UPDATE privacy.customer_keys SET key_id = 'x'",
+    "SELECT * FROM privacy.order_customers",
 ], ids=lambda s: s.split(" (")[0][:48])
 def test_the_worker_role_cannot_change_the_schema(shared_database, worker_login, statement):
     assert refused(url_as(shared_database, *worker_login), statement) == DENIED
@@ -101,8 +108,10 @@ def test_the_worker_role_cannot_change_the_schema(shared_database, worker_login,
 
 @pytest.mark.parametrize("statement", [
     "SELECT * FROM schema_history",
-    "SELECT * FROM dlq_audit_runs",
-    "SELECT * FROM dlq_audit_messages",
+    "SELECT * FROM audit.dlq_audit_runs",
+    "SELECT * FROM audit.dlq_audit_messages",
+    "SELECT * FROM audit.privacy_requests",
+    "SELECT * FROM archive.months",
     "SELECT * FROM products",
     "SELECT * FROM payments",
     "SELECT * FROM shipments",
@@ -124,47 +133,58 @@ def test_the_worker_role_cannot_touch_what_it_does_not_need(shared_database, wor
     assert refused(url_as(shared_database, *worker_login), statement) == DENIED
 
 
-# The worker's privileges per table (V005), and a decision for every table: a new table fails
-# here until its migration grants (or deliberately does not grant) what the worker needs.
+# The worker's privileges per table (V005, V013), and a decision for every table: a new table
+# fails here until its migration grants (or deliberately does not grant) what the worker needs.
 WORKER_PRIVILEGES = {
-    "tenants": {"INSERT"}, "products": set(), "stock_levels": {"SELECT"},
-    "stock_items": {"SELECT"}, "stock_movements": {"SELECT", "INSERT"},
-    "order_registry": {"INSERT", "SELECT (order_id)"},
-    "orders": {"SELECT", "INSERT", "UPDATE"}, "order_lines": {"INSERT"},
-    "reservations": {"SELECT", "INSERT", "UPDATE"}, "inbox": {"SELECT", "INSERT"},
-    "outbox": {"SELECT", "INSERT", "UPDATE", "DELETE"}, "payments": {"INSERT", "SELECT (payment_id)"},
-    "shipments": {"INSERT", "SELECT (event)", "SELECT (shipment_id)"}, "order_transitions": {"INSERT"},
-    "relay_lease": {"SELECT", "UPDATE"},
-    "schema_history": {"SELECT (version)", "SELECT (filename)", "SELECT (checksum)", "SELECT (applied_at)"},
-    "dlq_audit_runs": set(),
-    "dlq_audit_messages": set(), "outbox_rotation": {"SELECT"}, "periodic_runs": {"SELECT", "UPDATE"},
+    "inventory.tenants": {"INSERT"}, "inventory.products": set(), "inventory.stock_levels": {"SELECT"},
+    "inventory.stock_items": {"SELECT"}, "inventory.stock_movements": {"SELECT", "INSERT"},
+    "orders.order_registry": {"INSERT", "SELECT (order_id)", "SELECT (created_at)"},
+    "orders.orders": {"SELECT", "INSERT", "UPDATE"}, "orders.order_lines": {"INSERT"},
+    "inventory.reservations": {"SELECT", "INSERT", "UPDATE"}, "messaging.inbox": {"SELECT", "INSERT"},
+    "messaging.outbox": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    "orders.payments": {"INSERT", "SELECT (payment_id)"},
+    "orders.shipments": {"INSERT", "SELECT (event)", "SELECT (shipment_id)"},
+    "orders.order_transitions": {"INSERT"}, "orders.daily_summaries": set(),
+    "messaging.relay_lease": {"SELECT", "UPDATE"},
+    "public.schema_history": {"SELECT (version)", "SELECT (filename)", "SELECT (checksum)", "SELECT (applied_at)"},
+    "audit.dlq_audit_runs": set(), "audit.dlq_audit_messages": set(), "audit.privacy_requests": set(),
+    "messaging.outbox_rotation": {"SELECT"}, "maintenance.periodic_runs": {"SELECT", "UPDATE"},
+    "maintenance.partition_sets": {"SELECT"}, "archive.months": set(),
+    "privacy.customer_keys": {"INSERT", "SELECT (tenant_id)", "SELECT (customer_id)", "SELECT (key_id)",
+                              "SELECT (wrapped_key)"},
+    "privacy.order_customers": {"INSERT"},
 }
-GRANTS = """
-SELECT c.relname, t.privilege_type FROM pg_class c, aclexplode(c.relacl) t
-WHERE c.relnamespace = 'public'::regnamespace AND t.grantee = 'conveyor_worker'::regrole
+CONVEYOR_SCHEMAS = "ARRAY['public', 'inventory', 'orders', 'messaging', 'privacy', 'audit', 'archive', 'maintenance']"
+GRANTS = f"""
+SELECT c.relnamespace::regnamespace || '.' || c.relname, t.privilege_type FROM pg_class c, aclexplode(c.relacl) t
+WHERE c.relnamespace::regnamespace::text = ANY({CONVEYOR_SCHEMAS}) AND t.grantee = 'conveyor_worker'::regrole
 UNION ALL
-SELECT c.relname, t.privilege_type || ' (' || a.attname || ')'
+SELECT c.relnamespace::regnamespace || '.' || c.relname, t.privilege_type || ' (' || a.attname || ')'
 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid, aclexplode(a.attacl) t
-WHERE c.relnamespace = 'public'::regnamespace AND t.grantee = 'conveyor_worker'::regrole
+WHERE c.relnamespace::regnamespace::text = ANY({CONVEYOR_SCHEMAS}) AND t.grantee = 'conveyor_worker'::regrole
+"""
+RELATIONS = f"""
+SELECT c.relnamespace::regnamespace || '.' || c.relname FROM pg_class c
+WHERE c.relnamespace::regnamespace::text = ANY({CONVEYOR_SCHEMAS}) AND relkind IN ('r', 'p', 'v') AND NOT relispartition
+"""
+OWNERS = f"""
+SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class
+WHERE relnamespace::regnamespace::text = ANY({CONVEYOR_SCHEMAS}) AND relkind IN ('r', 'p', 'S', 'v')
 """
 
 
 def test_every_table_has_a_decided_set_of_worker_privileges(shared_database):
     with psycopg.connect(shared_database) as conn:
-        tables = {name for (name,) in conn.execute(
-            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-            " AND relkind IN ('r', 'p', 'v') AND NOT relispartition")}
+        tables = {name for (name,) in conn.execute(RELATIONS)}
         granted = {table: set() for table in tables}
         for table, privilege in conn.execute(GRANTS):
             granted.setdefault(table, set()).add(privilege)
-        owners = {owner for (owner,) in conn.execute(
-            "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-            " AND relkind IN ('r', 'p', 'S', 'v')")}
+        owners = {owner for (owner,) in conn.execute(OWNERS)}
     sequences = {t: p for t, p in granted.items() if t not in tables}
     assert {t: p for t, p in granted.items() if t in tables} == {
         table: WORKER_PRIVILEGES.get(table, {"undecided"}) for table in tables}
     assert sequences == {name: {"USAGE"} for name in (
-        "outbox_id_seq", "stock_movements_id_seq", "order_transitions_id_seq")}
+        "messaging.outbox_id_seq", "inventory.stock_movements_id_seq", "orders.order_transitions_id_seq")}
     assert owners == {"conveyor_owner"}
 
 
@@ -255,10 +275,12 @@ def test_row_level_security_does_not_hide_rows_from_the_worker_or_the_owner(data
     "UPDATE stock_levels SET on_hand = 0",
     "TRUNCATE payments",
     "CREATE TABLE report (id int)",
-    "SELECT * FROM inbox",
-    "SELECT * FROM outbox",
+    "SELECT * FROM messaging.inbox",
+    "SELECT * FROM messaging.outbox",
     "SELECT * FROM schema_history",
-    "SELECT * FROM dlq_audit_runs",
+    "SELECT * FROM audit.dlq_audit_runs",
+    "SELECT * FROM privacy.order_customers",
+    "SELECT * FROM privacy.customer_keys",
 ], ids=lambda s: s[:40])
 def test_a_reader_cannot_write_or_read_operational_tables(shared_database, reader_login, statement):
     assert refused(url_as(shared_database, *reader_login), f"SET conveyor.tenant = 'a'; {statement}") == DENIED

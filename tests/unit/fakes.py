@@ -27,6 +27,7 @@ class StoredOrder:
     order: NewOrder
     status: str
     updated_at: datetime
+    created_at: datetime  # when it was recorded (the partition key in PostgreSQL)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class FakeIntake:
             self.world.stock[pair][1] += quantity
         now = datetime.now(timezone.utc)
         for order in orders:
-            self.world.orders[order.order_id] = StoredOrder(order, order.status, now)
+            self.world.orders[order.order_id] = StoredOrder(order, order.status, now, now)
         self.world.reservations += [Reservation(h.order_id, h.tenant_id, h.sku, h.quantity) for h in held]
         for event in events:
             self.world.outbox.append({"exchange": event.exchange, "routing_key": event.routing_key,
@@ -110,7 +111,7 @@ class FakeOrderStates:
         if stored is None:
             return None
         o = stored.order
-        return LockedOrder(o.order_id, o.tenant_id, stored.status, o.total, o.currency, o.placed_at,
+        return LockedOrder(o.order_id, o.tenant_id, stored.status, o.total, o.currency, stored.created_at,
                            stored.updated_at)
 
     def move(self, order: LockedOrder, *, to: str, event: str, message_id: str | None,

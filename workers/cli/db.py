@@ -19,6 +19,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = db_sub.add_parser("partitions", help="create monthly order partitions ahead of time")
     p.add_argument("--months", type=int, default=3, help="months ahead of the current one (default 3)")
     json_flag(p)
+    p = db_sub.add_parser(
+        "docs", help="the database described from its catalog (docs/database.md)",
+        description="Markdown from the catalog (conveyor.db.catalog): schemas and their objects, dependencies, "
+                    "privileges and row-level security. Printed, or written to --output FILE; with --check FILE, "
+                    "exit 0 when FILE says the same and 1 with a diff when it does not.")
+    docs_target = p.add_mutually_exclusive_group()
+    docs_target.add_argument("--output", metavar="FILE", help="write the Markdown to FILE instead of printing it")
+    docs_target.add_argument("--check", metavar="FILE", help="compare FILE with the database (exit 1 on a difference)")
+    p = db_sub.add_parser(
+        "locks", help="blocking chains, long and idle-in-transaction sessions, deadlocks",
+        description="Who waits for whom (pg_blocking_pids), with each waiter's lock and query (cut to 200 "
+                    "characters); transactions older than --older-than; sessions idle in a transaction; the "
+                    "deadlock count since the last statistics reset. Exit 0 when no session waits for a lock, "
+                    "1 when there is at least one blocking chain (alert on it), 3 when the database is "
+                    "unreachable.")
+    p.add_argument("--older-than", type=float, default=60.0, metavar="SECONDS",
+                   help="a transaction open longer than this is long (default 60)")
+    json_flag(p)
 
 
 @command("db migrate")
@@ -53,3 +71,110 @@ def db_partitions(args: argparse.Namespace) -> int:
     emit(args, {"created": created}, "\n".join(f"created {p}" for p in created) or "partitions exist")
     return EXIT_OK
 
+
+@command("db docs")
+def db_docs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from conveyor.db.catalog import describe, render_markdown
+    from conveyor.db.connection import connect
+
+    with connect(args.settings.database_url, application_name="conveyor-db-docs") as conn:
+        text = render_markdown(describe(conn))
+    if args.check:
+        return _check_docs(args.check, text)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+def _check_docs(file: str, expected: str) -> int:
+    """0 when ``file`` holds ``expected``; else 1, a summary and the unified diff (file -> database)."""
+    import difflib
+    from pathlib import Path
+
+    path = Path(file)
+    found = path.read_text() if path.exists() else ""
+    if found == expected:
+        print(f"{path} is up to date")
+        return EXIT_OK
+    diff = list(difflib.unified_diff(found.splitlines(), expected.splitlines(), str(path), "database", lineterm=""))
+    added = sum(1 for line in diff if line.startswith("+") and not line.startswith("+++"))
+    removed = sum(1 for line in diff if line.startswith("-") and not line.startswith("---"))
+    print(f"{path} differs from the database: {added} line(s) to add, {removed} to remove; regenerate it "
+          f"(conveyor db docs --output {path}, or make docs-db)")
+    print("\n".join(diff))
+    return EXIT_FAILED
+
+
+@command("db locks")
+def db_locks(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from conveyor.db import activity
+    from conveyor.db.connection import connect
+
+    with connect(args.settings.database_url, application_name="conveyor-db-locks") as conn:
+        links = activity.chains(activity.blocking_sessions(conn))
+        long = activity.long_transactions(conn, older_than_s=args.older_than)
+        idle = activity.idle_in_transaction(conn)
+        deadlocks = activity.deadlocks(conn)
+    data = {"blocking": [{**_locks_row(asdict(link.session)), "depth": link.depth, "waits_for": link.waits_for}
+                         for link in links],
+            "long_transactions": [_locks_row(asdict(t)) for t in long],
+            "idle_in_transaction": [_locks_row(asdict(t)) for t in idle],
+            "deadlocks": {"count": deadlocks.count,
+                          "since": deadlocks.since.isoformat() if deadlocks.since else None}}
+    emit(args, data, _render_locks(data, older_than=args.older_than))
+    return EXIT_FAILED if links else EXIT_OK
+
+
+def _locks_row(shown: dict) -> dict:
+    """A session as JSON: seconds to the millisecond, and no password of a URL in its query."""
+    from conveyor.workers.logging import redact_url
+
+    shown.update({k: round(v, 3) for k, v in shown.items() if isinstance(v, float)})
+    shown["query"] = redact_url(shown["query"]) if shown["query"] else shown["query"]
+    if "blocked_by" in shown:
+        shown["blocked_by"] = list(shown["blocked_by"])
+    return shown
+
+
+def _render_locks(data: dict, *, older_than: float) -> str:
+    def seconds(value: float | None) -> str:
+        return "?" if value is None else f"{value:.1f} s"
+
+    def who(s: dict) -> str:
+        if s["pid"] == 0:
+            return "pid 0  (a prepared transaction: see pg_prepared_xacts)"
+        return f"pid {s['pid']}  {s['usename'] or '?'} / {s['application_name'] or '-'}  {s['state'] or '?'}"
+
+    def waits(s: dict) -> str:
+        if not s["blocked_by"]:
+            return ""
+        table = f" ({s['relation']})" if s["relation"] and s["relation"] not in (s["lock_target"] or "") else ""
+        return (f"  waits {seconds(s['waited_s'])} for {s['lock_mode']} on {s['lock_target']}{table}"
+                f" behind {', '.join(map(str, s['blocked_by']))}")
+
+    def query(s: dict, indent: str) -> list[str]:
+        return [f"{indent}    {s['query']}"] if s.get("query") else []
+
+    waiting = {s["pid"] for s in data["blocking"] if s["blocked_by"]}
+    heads = sum(1 for s in data["blocking"] if s["depth"] == 0)
+    lines = [f"blocking: {len(waiting)} session(s) waiting in {heads} chain(s)" if waiting else "blocking: none"]
+    for s in data["blocking"]:
+        indent = "  " + "   " * max(s["depth"] - 1, 0) + ("└─ " if s["depth"] else "")
+        event = f" ({s['wait_event_type']}/{s['wait_event']})" if s["wait_event_type"] else ""
+        lines.append(f"{indent}{who(s)}{event}{waits(s)}  xact {seconds(s['xact_age_s'])}")
+        lines += query(s, " " * len(indent))
+    for title, rows in ((f"long transactions (older than {older_than:g} s)", data["long_transactions"]),
+                        ("idle in transaction", data["idle_in_transaction"])):
+        lines.append(f"{title}: {len(rows) or 'none'}")
+        for s in rows:
+            lines.append(f"  {who(s)} for {seconds(s['state_age_s'])}  xact {seconds(s['xact_age_s'])}")
+            lines += query(s, "  ")
+    since = data["deadlocks"]["since"] or "the statistics were never reset"
+    lines.append(f"deadlocks: {data['deadlocks']['count']} since {since}")
+    return "\n".join(lines)

@@ -71,6 +71,15 @@ OLDEST_TRANSACTION = Gauge("conveyor_db_oldest_transaction_seconds",
                            "Age of the oldest open transaction holding the xmin horizon back",
                            multiprocess_mode="max")
 
+MAINTENANCE_RUNS = Counter("conveyor_maintenance_runs", "Maintenance passes run (partitions, retention, summaries)")
+MAINTENANCE_LAST_RUN = Gauge("conveyor_maintenance_last_run_timestamp_seconds",
+                             "Unix time of the last maintenance pass that completed", multiprocess_mode="max")
+PARTITION_DEFAULT_ROWS = Gauge("conveyor_partition_default_rows",
+                               "Rows in a partitioned table's default partition (0 unless maintenance fell behind)",
+                               ["table"], multiprocess_mode="mostrecent")
+RETENTION_REMOVED = Counter("conveyor_retention_removed_rows", "Rows removed by retention (partitions dropped "
+                            "count their estimated rows)", ["table"])
+
 READY = Gauge("conveyor_ready", "1 while the process is ready (connected, consuming, schema current)",
               multiprocess_mode="livemin")
 SCHEMA_PENDING = Gauge("conveyor_schema_pending_migrations", "Migrations this code needs that are not applied",
@@ -84,7 +93,8 @@ EXPORTED = {
         MESSAGES, DEAD_LETTERS, RETRIES, BATCH_SECONDS, BATCH_SIZE, MESSAGE_AGE, BATCH_FALLBACKS, RECONNECTS,
         DB_POOL_SIZE, DB_POOL_AVAILABLE, DB_POOL_WAITING, OUTBOX_PENDING, OUTBOX_LAG, RELAY_PUBLISHED,
         RELAY_CONFIRM, RELAY_LEADER, QUEUE_MESSAGES, QUEUE_CONSUMERS, BROKER_VIEW_AGE, RECONCILE_DRIFT,
-        RECONCILE_RUNS, RECONCILE_LAST_RUN, OLDEST_TRANSACTION, READY, SCHEMA_PENDING, UNKNOWN_FIELDS)
+        RECONCILE_RUNS, RECONCILE_LAST_RUN, OLDEST_TRANSACTION, READY, SCHEMA_PENDING, UNKNOWN_FIELDS,
+        MAINTENANCE_RUNS, MAINTENANCE_LAST_RUN, PARTITION_DEFAULT_ROWS, RETENTION_REMOVED)
 }
 
 
