@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness schemas docs-db
+.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention schemas docs-db
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -60,6 +60,9 @@ bench-metrics: $(STAMP)  ## the metrics' cost: order throughput with the endpoin
 
 bench-fairness: $(STAMP)  ## tenant fairness: other tenants' p99 with and without one tenant flooding at 10x its limit
 	$(BIN)/python -m bench.fairness_bench $(BENCH_ARGS)
+
+bench-retention: $(STAMP)  ## retention: dropping inbox partitions vs DELETE + VACUUM on 3M rows, intake probed meanwhile (--server machine|throwaway|both)
+	$(BIN)/python -m bench.retention_bench $(BENCH_ARGS)
 
 bench-soak: $(STAMP)  ## soak: 200,000 orders on one database, plain and with a pinned xmin; rate, p99, outbox per interval
 	$(BIN)/python -m bench.soak_bench $(BENCH_ARGS)

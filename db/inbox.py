@@ -16,30 +16,34 @@ import psycopg
 from conveyor.db.arrays import int_array, text_array
 from conveyor.db.locks import sorted_keys
 
-CLAIM = """
+# Today's partition is covered by the unique key (ON CONFLICT); the earlier days by NOT EXISTS,
+# whose partitions are pruned to the past ones when the statement starts (the ones made ahead
+# are never probed).
+TODAY = "(now() AT TIME ZONE 'UTC')::date"
+CLAIM = f"""
 INSERT INTO inbox (message_id, handler)
 SELECT %(message_id)s, %(handler)s
-WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = %(message_id)s)
+WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = %(message_id)s AND i.processed_on < {TODAY})
 ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING 1
 """
-CLAIM_MANY = """
+CLAIM_MANY = f"""
 INSERT INTO inbox (message_id, handler)
 SELECT m.message_id, %(handler)s FROM unnest(%(ids)s::text[]) AS m(message_id)
-WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id)
+WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id AND i.processed_on < {TODAY})
 ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING message_id
 """
 # The same after taking the batch's stock locks in one sorted pass (conveyor.db.locks): the CTE is
 # computed once, before the first inbox row (it joins every row), and the aggregate runs
 # the locks in key order. One round trip instead of two.
-CLAIM_MANY_AFTER_LOCKING = """
+CLAIM_MANY_AFTER_LOCKING = f"""
 WITH locked AS MATERIALIZED (
     SELECT count(pg_advisory_xact_lock(k)) AS n FROM unnest(%(keys)s::bigint[]) AS k
 )
 INSERT INTO inbox (message_id, handler)
 SELECT m.message_id, %(handler)s FROM locked, unnest(%(ids)s::text[]) AS m(message_id)
-WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id)
+WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id AND i.processed_on < {TODAY})
 ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING message_id
 """

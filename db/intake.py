@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 from conveyor.db.arrays import int_array, text_array
 from conveyor.db.errors import IntegrityViolation
 from conveyor.db.notify import OUTBOX_CHANNEL
+from conveyor.db.personal import NewCustomer, PersonalData
 from conveyor.db.stock import StockLevel
 
 CLAIM_AND_READ = """
@@ -162,8 +163,9 @@ class Claimed:
 
 
 class IntakeRepository:
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, *, pii_key_file: str | None = None) -> None:
         self._conn = conn
+        self._personal = PersonalData(conn, pii_key_file)
 
     def claim(self, orders: list[OrderKey], stock: list[tuple[str, str]]) -> Claimed:
         """Register the order ids and read the levels of (tenant, SKU) pairs. An id registered
@@ -181,9 +183,12 @@ class IntakeRepository:
         return claimed
 
     def record(self, *, reserve: dict[tuple[str, str], int], cause: str, orders: list[NewOrder],
-               held: list[Held], events: list[OutboxEvent]) -> None:
+               held: list[Held], events: list[OutboxEvent], customers: list[NewCustomer] | None = None) -> None:
         """Reserve each (tenant, SKU) once by the batch's total, insert the orders, their lines
-        and reservations, and the outcome events: one statement."""
+        and reservations, and the outcome events: one statement (and one more, sealed, for
+        the customers' personal data when the batch carries any)."""
+        if customers:
+            self._personal.store(customers)
         stock = sorted(reserve)
         row = self._conn.execute(RECORD, {
             "cause": cause,

@@ -19,7 +19,7 @@ import psycopg
 
 from conveyor.db.errors import wrap_exceptions
 
-MAINTAIN_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months)s, %(days)s)"
+MAINTAIN_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months)s, %(days)s, %(wait_ms)s)"
 DROP_PARTITIONS = """
 SELECT dropped, row_estimate
 FROM maintenance.conveyor_drop_partitions(%(parent)s::regclass, make_interval(secs => %(retention)s), %(wait_ms)s)
@@ -54,6 +54,7 @@ class Plan:
 @dataclass
 class Report:
     created: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)   # sets whose default partition a reader held
     dropped: list[dict] = field(default_factory=list)
     removed: dict[str, int] = field(default_factory=dict)
     summaries: int = 0
@@ -61,7 +62,7 @@ class Report:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"created": self.created, "dropped": self.dropped, "removed": self.removed,
+        return {"created": self.created, "busy": self.busy, "dropped": self.dropped, "removed": self.removed,
                 "summaries": self.summaries, "default_rows": self.default_rows, "seconds": round(self.seconds, 3)}
 
 
@@ -70,7 +71,9 @@ def run_pass(conn: psycopg.Connection, plan: Plan, *, today: date | None = None)
     started = time.monotonic()
     report = Report()
     with wrap_exceptions(conn):
-        report.created = ensure_partitions(conn, plan.months_ahead, plan.days_ahead)
+        made = ensure_partitions(conn, plan.months_ahead, plan.days_ahead, plan.lock_wait_ms)
+        report.created = [name for name in made if not name.startswith("busy ")]
+        report.busy = [name.removeprefix("busy ") for name in made if name.startswith("busy ")]
         for parent, retention in ((INBOX, plan.inbox_retention_s), (TRANSITIONS, plan.transitions_retention_s)):
             if retention > 0:
                 report.dropped += drop_expired(conn, parent, retention, plan.lock_wait_ms)
@@ -87,8 +90,9 @@ def run_pass(conn: psycopg.Connection, plan: Plan, *, today: date | None = None)
     return report
 
 
-def ensure_partitions(conn: psycopg.Connection, months_ahead: int, days_ahead: int) -> list[str]:
-    rows = conn.execute(MAINTAIN_PARTITIONS, {"months": months_ahead, "days": days_ahead}).fetchall()
+def ensure_partitions(conn: psycopg.Connection, months_ahead: int, days_ahead: int, lock_wait_ms: int) -> list[str]:
+    rows = conn.execute(MAINTAIN_PARTITIONS, {"months": months_ahead, "days": days_ahead,
+                                              "wait_ms": lock_wait_ms}).fetchall()
     return [name for (name,) in rows]
 
 

@@ -41,7 +41,7 @@ RECORD = """
 INSERT INTO public.schema_history (version, description, filename, checksum)
 VALUES (%(version)s, %(description)s, %(filename)s, %(checksum)s)
 """
-CREATE_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months_ahead)s, %(days_ahead)s)"
+CREATE_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months_ahead)s, %(days_ahead)s, 30000)"
 HISTORY_EXISTS = "SELECT to_regclass('public.schema_history') IS NOT NULL"
 APPLIED = "SELECT version, filename, checksum, applied_at::text FROM public.schema_history"
 
@@ -102,7 +102,7 @@ def discover(directory: Path | None = None) -> list[Migration]:
 
 def status(database_url: str, *, directory: Path | None = None) -> list[MigrationState]:
     migrations = discover(directory)
-    with psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}") as conn:
+    with _connect(database_url) as conn:
         applied = _applied(conn)
     states = [_state(m, applied.get(m.version)) for m in migrations]
     known = {m.version for m in migrations}
@@ -147,7 +147,7 @@ def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
     """Apply pending migrations; returns the file names applied (empty when up to date)."""
     migrations = discover(directory)
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}") as conn:
+    with _connect(database_url) as conn:
         with conn.transaction():
             conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
             conn.execute(HISTORY_DDL)
@@ -170,11 +170,16 @@ def ensure_partitions(database_url: str, *, months_ahead: int = 3, days_ahead: i
     """Create the partitions of every partition set (V013): monthly ones for this month and
     the next ``months_ahead``, daily ones for today and the next ``days_ahead``; returns the
     ones created. Rows the default partitions took for those ranges move in first."""
-    with psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}") as conn, conn.transaction():
+    with _connect(database_url) as conn, conn.transaction():
         _act_as_owner(conn)
         ahead = {"months_ahead": months_ahead, "days_ahead": days_ahead}
         rows = conn.execute(CREATE_PARTITIONS, ahead).fetchall()
     return [r[0] for r in rows]
+
+
+def _connect(database_url: str) -> psycopg.Connection:
+    """The runner's connection: autocommit, and Conveyor's search path (V013's schemas)."""
+    return psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}")
 
 
 def _act_as_owner(conn: psycopg.Connection) -> None:

@@ -20,6 +20,7 @@ from conveyor.db.inbox import Inbox
 from conveyor.db.intake import Claimed, Held, IntakeRepository, NewOrder, OrderKey, OutboxEvent
 from conveyor.db.orders import LockedOrder, OrderRepository, OrderStateRepository
 from conveyor.db.outbox import Outbox
+from conveyor.db.personal import NewCustomer
 from conveyor.db.reservations import ReservationRepository
 from conveyor.db.stock import StockRepository
 
@@ -35,7 +36,7 @@ class IntakePort(Protocol):
     def claim(self, orders: list[OrderKey], stock: list[tuple[str, str]]) -> Claimed: ...
 
     def record(self, *, reserve: dict[tuple[str, str], int], cause: str, orders: list[NewOrder],
-               held: list[Held], events: list[OutboxEvent]) -> None: ...
+               held: list[Held], events: list[OutboxEvent], customers: list[NewCustomer] | None = None) -> None: ...
 
 
 class OrderStatesPort(Protocol):
@@ -88,11 +89,11 @@ class UnitOfWork(Protocol):
 class PostgresUnitOfWork:
     """The repositories bound to one connection inside the caller's transaction."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, *, pii_key_file: str | None = None) -> None:
         self.conn = conn
         self.inbox = Inbox(conn)
         self.stock = StockRepository(conn)
-        self.intake = IntakeRepository(conn)
+        self.intake = IntakeRepository(conn, pii_key_file=pii_key_file)
         self.orders = OrderRepository(conn)
         self.outbox = Outbox(conn)
         self.order_states = OrderStateRepository(conn)

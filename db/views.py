@@ -184,6 +184,7 @@ def oldest_transaction_seconds(conn: psycopg.Connection) -> float:
 STATUS_COUNTS = "SELECT status, count(*) FROM orders GROUP BY status"
 OVERSOLD = "SELECT count(*) FROM stock_levels WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
 DUPLICATE_ORDERS = "SELECT count(*) - count(DISTINCT order_id) FROM orders"
+SEALED_CUSTOMERS = "SELECT count(*) FROM privacy.order_customers"
 # What the orders imply for each SKU, next to what the stock table says.
 IMPLIED_STOCK = """
 SELECT s.sku, s.on_hand, s.reserved,
@@ -216,6 +217,7 @@ class DemoCounts:
     oversold_skus: int
     duplicate_orders: int
     stock: list[ImpliedStock]
+    sealed_customers: int = 0   # orders whose customer data is stored (sealed, docs/privacy.md)
 
 
 def demo_counts(conn: psycopg.Connection, *, seeded_stock: int) -> DemoCounts:
@@ -226,7 +228,8 @@ def demo_counts(conn: psycopg.Connection, *, seeded_stock: int) -> DemoCounts:
         (oversold,) = _one(conn, OVERSOLD)
         (duplicates,) = _one(conn, DUPLICATE_ORDERS)
         implied = [ImpliedStock(*row) for row in conn.execute(IMPLIED_STOCK, {"seeded": seeded_stock})]
-    return DemoCounts(by_status, oversold, duplicates, implied)
+        (sealed,) = _one(conn, SEALED_CUSTOMERS)
+    return DemoCounts(by_status, oversold, duplicates, implied, sealed)
 
 
 # -- health -----------------------------------------------------------------------------------

@@ -27,6 +27,41 @@ class OrderItem(BaseModel):
     unit_price: Money
 
 
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they are refused everywhere else too)
+EMAIL = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,252}\.[^@\s\x00-\x1f\x7f]+$"
+
+
+class ShippingAddress(BaseModel):
+    model_config = MESSAGE_CONFIG
+
+    line1: str = Field(min_length=1, max_length=200, pattern=PLAIN_TEXT)
+    line2: str | None = Field(default=None, max_length=200, pattern=PLAIN_TEXT)
+    city: str = Field(min_length=1, max_length=100, pattern=PLAIN_TEXT)
+    postal_code: str | None = Field(default=None, max_length=20, pattern=PLAIN_TEXT)
+    region: str | None = Field(default=None, max_length=100, pattern=PLAIN_TEXT)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+
+
+class Customer(BaseModel):
+    """Who ordered: personal data. Stored encrypted (docs/privacy.md), never logged, never in
+    an event Conveyor publishes."""
+
+    model_config = MESSAGE_CONFIG
+
+    email: str = Field(max_length=254, pattern=EMAIL)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=PLAIN_TEXT)
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()./-]{3,32}$")
+    shipping_address: ShippingAddress | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The data as flat text fields (``shipping_address.city``, …), the form it is sealed in."""
+        flat = {k: v for k, v in self.model_dump(exclude={"shipping_address"}).items() if v is not None}
+        if self.shipping_address is not None:
+            flat |= {f"shipping_address.{k}": v for k, v in self.shipping_address.model_dump().items()
+                     if v is not None}
+        return flat
+
+
 class OrderCreated(BaseModel):
     """``order.created``: a shop asks Conveyor to reserve stock for an order."""
 
@@ -38,6 +73,7 @@ class OrderCreated(BaseModel):
     currency: CurrencyCode
     items: list[OrderItem] = Field(min_length=1, max_length=200)
     placed_at: Timestamp
+    customer: Customer | None = None
 
     @model_validator(mode="after")
     def _total_is_money(self) -> OrderCreated:

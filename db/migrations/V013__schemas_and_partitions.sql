@@ -154,9 +154,12 @@ END
 $$;
 
 -- The partitions of every set from this month (day) to `months_ahead` months (`days_ahead`
--- days) ahead; returns the ones created. One caller at a time; SECURITY DEFINER so the
+-- days) ahead; returns the ones created, and as 'busy <set>' a set whose default partition
+-- it could not lock within `lock_wait_ms` (a long reader: the next pass tries again, and no
+-- writer waits behind it meanwhile). One caller at a time; SECURITY DEFINER so the
 -- maintenance loop of `conveyor run` (conveyor_worker, no DDL) may run it and nothing more.
-CREATE FUNCTION maintenance.conveyor_maintain_partitions(months_ahead integer, days_ahead integer)
+CREATE FUNCTION maintenance.conveyor_maintain_partitions(months_ahead integer, days_ahead integer,
+                                                         lock_wait_ms integer DEFAULT 500)
 RETURNS SETOF text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -171,17 +174,22 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(27988542918456680) THEN  -- "convpar"
         RETURN;
     END IF;
+    PERFORM set_config('lock_timeout', lock_wait_ms::text, true);
     FOR s IN SELECT * FROM maintenance.partition_sets ORDER BY parent::text LOOP
-        FOR day IN
-            SELECT CASE s.granularity WHEN 'month' THEN (date_trunc('month', today) + make_interval(months => i))::date
-                        ELSE today + i END
-            FROM generate_series(0, CASE s.granularity WHEN 'month' THEN months_ahead ELSE days_ahead END) i
-        LOOP
-            created := maintenance.conveyor_ensure_partition(s.parent, day);
-            IF created IS NOT NULL THEN
-                RETURN NEXT created;
-            END IF;
-        END LOOP;
+        BEGIN
+            FOR day IN
+                SELECT CASE s.granularity WHEN 'month' THEN (date_trunc('month', today) + make_interval(months => i))::date
+                            ELSE today + i END
+                FROM generate_series(0, CASE s.granularity WHEN 'month' THEN months_ahead ELSE days_ahead END) i
+            LOOP
+                created := maintenance.conveyor_ensure_partition(s.parent, day);
+                IF created IS NOT NULL THEN
+                    RETURN NEXT created;
+                END IF;
+            END LOOP;
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN NEXT 'busy ' || s.parent::text;
+        END;
     END LOOP;
 END
 $$;
@@ -247,8 +255,11 @@ BEGIN
 END
 $$;
 
+
 -- 3. Orders, partitioned by the time Conveyor recorded them --------------------------------
--- The registry routes an order id to its partition: its created_at is the order row's.
+-- The registry routes an order id to its partition: its created_at is the order row's. The
+-- archive and the summaries select a month's orders by it.
+CREATE INDEX order_registry_created_idx ON orders.order_registry (created_at);
 UPDATE orders.order_registry r SET created_at = o.created_at
 FROM public.orders o WHERE o.order_id = r.order_id AND r.created_at <> o.created_at;
 
@@ -324,13 +335,15 @@ CREATE TABLE messaging.inbox (
 CREATE TABLE messaging.inbox_default PARTITION OF messaging.inbox DEFAULT;
 INSERT INTO maintenance.partition_sets VALUES
     ('messaging.inbox', 'processed_on', 'day', 'processed message ids; dropped after CONVEYOR_INBOX_RETENTION');
--- The ids processed before today go into one partition; retention drops it in time.
+-- The ids processed before today (if any) go into one partition; retention drops it in time.
 DO $$
 DECLARE
     today date := (now() AT TIME ZONE 'UTC')::date;
 BEGIN
-    EXECUTE format('CREATE TABLE messaging.inbox_before_v013 PARTITION OF messaging.inbox '
-                   'FOR VALUES FROM (MINVALUE) TO (%L)', today);
+    IF EXISTS (SELECT FROM public.inbox WHERE processed_at < today::timestamp AT TIME ZONE 'UTC') THEN
+        EXECUTE format('CREATE TABLE messaging.inbox_before_v013 PARTITION OF messaging.inbox '
+                       'FOR VALUES FROM (MINVALUE) TO (%L)', today);
+    END IF;
 END
 $$;
 SELECT maintenance.conveyor_ensure_partition('messaging.inbox', (now() AT TIME ZONE 'UTC')::date);
@@ -505,7 +518,7 @@ INSERT INTO maintenance.periodic_runs (name) VALUES ('maintenance');
 GRANT EXECUTE ON FUNCTION inventory.conveyor_routing_word(text), inventory.conveyor_stock_routing_key(text, text),
                           messaging.conveyor_outbox_slot(), messaging.conveyor_outbox_rotate(bigint),
                           maintenance.conveyor_refresh_statistics(bigint, double precision),
-                          maintenance.conveyor_maintain_partitions(integer, integer),
+                          maintenance.conveyor_maintain_partitions(integer, integer, integer),
                           maintenance.conveyor_drop_partitions(regclass, interval, integer),
                           maintenance.conveyor_compact_ledger(interval, integer),
                           maintenance.conveyor_expire_dlq_audit(interval, integer),

@@ -19,6 +19,7 @@ from uuid import UUID
 from conveyor.db.errors import IntegrityViolation
 from conveyor.db.intake import Claimed, Held, NewOrder, OrderKey, OutboxEvent
 from conveyor.db.orders import LockedOrder
+from conveyor.db.personal import NewCustomer
 from conveyor.db.stock import StockLevel
 
 
@@ -52,6 +53,7 @@ class World:
     transitions: list[tuple[UUID, str, str, str]] = field(default_factory=list)  # (order, from, to, event)
     outbox: list[dict[str, Any]] = field(default_factory=list)
     inbox: set[str] = field(default_factory=set)
+    customers: list[NewCustomer] = field(default_factory=list)  # stored sealed in PostgreSQL
 
     def level(self, tenant: str, sku: str) -> tuple[int, int]:
         on_hand, reserved = self.stock[(tenant, sku)]
@@ -86,7 +88,7 @@ class FakeIntake:
         return Claimed(new, levels)
 
     def record(self, *, reserve: dict[tuple[str, str], int], cause: str, orders: list[NewOrder],
-               held: list[Held], events: list[OutboxEvent]) -> None:
+               held: list[Held], events: list[OutboxEvent], customers: list[NewCustomer] | None = None) -> None:
         for pair, quantity in reserve.items():
             on_hand, reserved = self.world.stock[pair]
             if on_hand - reserved < quantity:
@@ -97,6 +99,7 @@ class FakeIntake:
         for order in orders:
             self.world.orders[order.order_id] = StoredOrder(order, order.status, now, now)
         self.world.reservations += [Reservation(h.order_id, h.tenant_id, h.sku, h.quantity) for h in held]
+        self.world.customers += customers or []
         for event in events:
             self.world.outbox.append({"exchange": event.exchange, "routing_key": event.routing_key,
                                       "correlation_id": event.correlation_id, "payload": json.loads(event.payload)})

@@ -36,7 +36,7 @@ __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNAVAIL
 
 # In the order `conveyor --help` lists them.
 GROUPS: tuple[str, ...] = ("db", "topology", "run", "stock", "orders", "reconcile", "health", "demo",
-                           "relay", "dlq")
+                           "relay", "dlq", "privacy", "archive")
 
 
 def _groups() -> list:
@@ -111,7 +111,9 @@ def _report(error: Exception) -> int:
             error, (pika.exceptions.AMQPConnectionError, ConnectionError)):
         print(f"conveyor: cannot reach a dependency: {type(error).__name__}: {text}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    if isinstance(error, (ValueError, ConfigError)):
+    from conveyor.db.crypto import PiiError
+
+    if isinstance(error, (ValueError, ConfigError, PiiError)):  # a key file problem is configuration
         print(f"conveyor: {text}", file=sys.stderr)
         return EXIT_USAGE
     print(f"conveyor: {type(error).__name__}: {text}", file=sys.stderr)

@@ -8,7 +8,7 @@ from conveyor.workers.cli.base import EXIT_FAILED, EXIT_OK, command, emit, json_
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    db = sub.add_parser("db", help="database schema: migrate, status, partitions")
+    db = sub.add_parser("db", help="database schema: migrate, status, partitions, maintain, docs, locks")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = db_sub.add_parser("migrate", help="apply pending migrations (refuses if an applied file was edited)")
     json_flag(p)
@@ -16,8 +16,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                           description="Exit 0 when every migration is applied as written; 1 when any is pending or "
                                       "was edited after it was applied (workers wait for such a database).")
     json_flag(p)
-    p = db_sub.add_parser("partitions", help="create monthly order partitions ahead of time")
-    p.add_argument("--months", type=int, default=3, help="months ahead of the current one (default 3)")
+    p = db_sub.add_parser("partitions", help="create partitions ahead of time (the maintenance loop does it too)")
+    p.add_argument("--months", type=int, default=None,
+                   help="monthly partitions ahead of this month (default CONVEYOR_PARTITIONS_AHEAD)")
+    p.add_argument("--days", type=int, default=None,
+                   help="daily partitions ahead of today (default CONVEYOR_DAILY_PARTITIONS_AHEAD)")
+    json_flag(p)
+    p = db_sub.add_parser("maintain", help="run one maintenance pass now: partitions, retention, summaries",
+                          description="What every `conveyor run` group does each CONVEYOR_MAINTENANCE_INTERVAL "
+                                      "(docs/data-lifecycle.md), now, with the CONVEYOR_*_RETENTION settings. "
+                                      "Exit 0 done, 1 when a default partition still holds rows afterwards.")
     json_flag(p)
     p = db_sub.add_parser(
         "docs", help="the database described from its catalog (docs/database.md)",
@@ -67,9 +75,30 @@ def db_status(args: argparse.Namespace) -> int:
 def db_partitions(args: argparse.Namespace) -> int:
     from conveyor.db.migrate import ensure_partitions
 
-    created = ensure_partitions(args.settings.database_url, months_ahead=args.months)
+    settings = args.settings
+    created = ensure_partitions(settings.database_url, months_ahead=args.months or settings.partitions_ahead,
+                                days_ahead=args.days or settings.daily_partitions_ahead)
     emit(args, {"created": created}, "\n".join(f"created {p}" for p in created) or "partitions exist")
     return EXIT_OK
+
+
+@command("db maintain")
+def db_maintain(args: argparse.Namespace) -> int:
+    from conveyor.db.connection import connect
+    from conveyor.db.maintenance import run_pass
+    from conveyor.workers.services.maintenance import plan_for
+
+    with connect(args.settings.database_url, application_name="conveyor-maintain",
+                 statement_timeout_ms=max(args.settings.statement_timeout_ms, 300_000)) as conn:
+        report = run_pass(conn, plan_for(args.settings))
+    data = report.as_dict()
+    lines = [f"created {name}" for name in report.created]
+    lines += [f"dropped {d['partition']} (~{d['rows']} rows)" for d in report.dropped]
+    lines += [f"removed {n} rows from {table}" for table, n in report.removed.items() if n]
+    lines += [f"summaries: {report.summaries} rows refreshed", f"took {report.seconds:.2f} s"]
+    lines += [f"WARNING: {table}'s default partition holds {n} rows" for table, n in report.default_rows.items() if n]
+    emit(args, data, "\n".join(lines))
+    return EXIT_FAILED if any(report.default_rows.values()) else EXIT_OK
 
 
 @command("db docs")

@@ -17,6 +17,7 @@ import pika
 
 from conveyor import devservices
 from conveyor.db.connection import connect
+from conveyor.db.crypto import new_key_file
 from conveyor.db.migrate import ensure_partitions, migrate
 from conveyor.db.stock import StockRepository
 from conveyor.workers.bootstrap import declare_topology
@@ -32,12 +33,18 @@ class DemoEnvironment:
     processes: list[subprocess.Popen] = field(default_factory=list)
     workers_started_at: float = 0.0
 
+    @property
+    def key_file(self) -> str:
+        """The demo's own PII key file (CONVEYOR_PII_KEY_FILE), beside its logs."""
+        return os.path.join(self.log_dir, "pii-keys.json")
+
     @classmethod
     @contextmanager
     def open(cls, args: argparse.Namespace) -> Iterator["DemoEnvironment"]:
         with ExitStack() as stack:
             database_url, amqp_url = _locate(args, stack)
             env = cls(database_url, amqp_url, tempfile.mkdtemp(prefix="conveyor-demo-logs-"))
+            new_key_file(env.key_file, "demo-1")  # the customers' data is sealed with it
             stack.callback(env.stop_workers)
             env.prepare()
             yield env
@@ -59,7 +66,7 @@ class DemoEnvironment:
     def start_workers(self, *, processes: int, reservation_ttl: float) -> None:
         env = {**os.environ, "CONVEYOR_DATABASE_URL": self.database_url,
                "CONVEYOR_AMQP_URL": self.amqp_url, "CONVEYOR_LOG_FORMAT": "json",
-               "CONVEYOR_RESERVATION_TTL": str(reservation_ttl)}
+               "CONVEYOR_RESERVATION_TTL": str(reservation_ttl), "CONVEYOR_PII_KEY_FILE": self.key_file}
         # The order workers as one group behind one endpoint, the rest in one process: each
         # serves /metrics, /healthz and /readyz on a free port (docs/operations.md).
         commands = [(["run", "orders", "--processes", str(processes)], "orders"),

@@ -37,6 +37,7 @@ def summarise(env, orders, catalogue, sent_at, world, *, publish_seconds: float)
         "dead_lettered": {q: queue_depth(env.amqp_url, dlq_name(q)) for q in QUEUES},
         "oversold_skus": oversold,
         "duplicate_orders": duplicates,
+        "customers_sealed": seen.sealed_customers,
         "skus_checked": len(implied),
         "skus_not_matching_orders": mismatched,
         "reconcile_drift": drift,
@@ -44,7 +45,8 @@ def summarise(env, orders, catalogue, sent_at, world, *, publish_seconds: float)
         "decision_throughput_per_s": round(len(decided) / (last - first), 1) if last > first else None,
         "decision_latency_ms": percentiles(latencies),
     }
-    summary["ok"] = (summary["orders_decided"] == len(orders) == len(world.final) and oversold == 0
+    summary["ok"] = (summary["orders_decided"] == len(orders) == len(world.final) == seen.sealed_customers
+                     and oversold == 0
                      and duplicates == 0 and not mismatched and not drift
                      and not any(summary["dead_lettered"].values()))
     return summary
@@ -64,6 +66,7 @@ def render(s: dict) -> str:
         f"  dead-lettered         {dead}",
         f"  oversold SKUs         {s['oversold_skus']:>8}   (must be 0)",
         f"  duplicate orders      {s['duplicate_orders']:>8}   (must be 0)",
+        f"  customers' data       {s['customers_sealed']:>8}   orders' customer data stored sealed (docs/privacy.md)",
         f"  stock reconciliation  {s['skus_checked'] - len(s['skus_not_matching_orders'])}/{s['skus_checked']}"
         f" SKUs match what the orders imply; ledger/reservation drift: {s['reconcile_drift'] or 'none'}",
         f"  decision throughput   {s['decision_throughput_per_s']} orders/s (publish → order.reserved/rejected)",

@@ -35,9 +35,14 @@ def make_order(rng: random.Random, catalogue: Catalogue, *, hot_share: float) ->
     lines = rng.choice((1, 1, 2, 3))
     pool = catalogue.hot_skus if catalogue.hot_skus and rng.random() < hot_share else catalogue.skus
     skus = rng.sample(pool, k=min(lines, len(pool)))
+    customer = f"customer-{rng.randint(1, 5000)}"
     return {
         "order_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "customer_id": f"customer-{rng.randint(1, 5000)}",
+        "customer_id": customer,
+        # Synthetic personal data: the workers seal it (docs/privacy.md), events never carry it.
+        "customer": {"email": f"{customer}@example.test", "name": f"Demo {customer.title()}",
+                     "shipping_address": {"line1": f"{rng.randint(1, 200)} Demo Street", "city": "Testville",
+                                          "country": rng.choice(["DE", "FR", "NL", "GB"])}},
         "currency": "EUR",
         "items": [{"sku": sku, "quantity": rng.randint(1, 3),
                    "unit_price": f"{catalogue.price_cents[sku] / 100:.2f}"} for sku in skus],

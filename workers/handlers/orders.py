@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pydantic_core
 
-from conveyor.db.intake import Held, NewLine, NewOrder, OrderKey, OutboxEvent
+from conveyor.db.intake import Held, NewCustomer, NewLine, NewOrder, OrderKey, OutboxEvent
 from conveyor.db.stock import StockLevel
 from conveyor.db.uow import UnitOfWork
 from conveyor.schemas.lifecycle import CancelOrder
@@ -45,7 +45,7 @@ def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]],
                                sorted({(t, i.sku) for (m, _), t in zip(batch, tenants) for i in m.items}))
     fresh, levels = claimed.new_orders, claimed.levels
     taken: dict[tuple[str, str], int] = {}
-    outcomes, orders, held, events = [], [], [], []
+    outcomes, orders, held, events, customers = [], [], [], [], []
     for (message, ctx), tenant in zip(batch, tenants):
         if message.order_id not in fresh:
             outcomes.append("duplicate_order")
@@ -58,9 +58,12 @@ def handle_order_created_batch(batch: list[tuple[OrderCreated, HandlerContext]],
         total = order_total(message)
         orders.append(_new_order(message, tenant, decision, ctx, total))
         events.append(_outcome_event(message, tenant, decision, total))
+        if message.customer is not None:  # sealed by the unit of work, never in an event
+            customers.append(NewCustomer(message.order_id, tenant, message.customer_id, message.customer.fields()))
         outcomes.append("reserved" if decision.accepted else "rejected")
     if orders:
-        uow.intake.record(reserve=taken, cause=_cause(orders), orders=orders, held=held, events=events)
+        uow.intake.record(reserve=taken, cause=_cause(orders), orders=orders, held=held, events=events,
+                          customers=customers)
     return outcomes
 
 

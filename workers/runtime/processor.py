@@ -224,7 +224,7 @@ class Processor:
     @staticmethod
     def _lock_pairs(conn: Connection, results: list[Result]) -> list[tuple[str, str]]:
         pairs = [pair for r in results for pair in r.job.lock_pairs]
-        uow = PostgresUnitOfWork(conn)
+        uow = PostgresUnitOfWork(conn)  # lock queries only read
         for result in results:
             if result.job.route.lock_query is not None:
                 pairs.extend(result.job.route.lock_query(result.job.message, uow))
@@ -237,7 +237,7 @@ class Processor:
         savepoint of its own (the culprit fails alone)."""
         try:
             with transaction(conn):
-                uow = PostgresUnitOfWork(conn)
+                uow = PostgresUnitOfWork(conn, pii_key_file=self.settings.pii_key_file)
                 todo = self._lock_and_claim(uow, results)
                 batch_handler = results[0].job.route.batch_handler
                 assert batch_handler is not None  # _batchable checked it
@@ -276,7 +276,7 @@ class Processor:
         parsed = result.job
         try:
             with transaction(conn):  # a SAVEPOINT: this message's failure spares the batch
-                uow = PostgresUnitOfWork(conn)
+                uow = PostgresUnitOfWork(conn, pii_key_file=self.settings.pii_key_file)
                 if not uow.inbox.claim(parsed.context.message_id, handler=self.spec.name):
                     result.outcome = "duplicate_message"
                     return
