@@ -22,7 +22,7 @@ from conveyor.db.errors import IntegrityViolation, TransientDatabaseError
 
 # Every customer of the batch gets the data key it already has, or the candidate sent along.
 # A key another transaction inserted after this statement's snapshot is missing from the
-# result: the batch is retried (transient) and then sees it.
+# result (ON CONFLICT waited for that transaction to commit): KEYS_OF reads it right after.
 KEYS_FOR = """
 WITH wanted AS (
     SELECT * FROM jsonb_to_recordset(%(keys)s::jsonb) AS w(tenant_id text, customer_id text, key_id text,
@@ -37,6 +37,11 @@ SELECT tenant_id, customer_id, key_id, wrapped_key FROM inserted
 UNION ALL
 SELECT k.tenant_id, k.customer_id, k.key_id, k.wrapped_key
 FROM customer_keys k JOIN wanted w USING (tenant_id, customer_id)
+"""
+KEYS_OF = """
+SELECT k.tenant_id, k.customer_id, k.key_id, k.wrapped_key
+FROM customer_keys k JOIN unnest(%(tenants)s::text[], %(customers)s::text[]) AS w(tenant_id, customer_id)
+     USING (tenant_id, customer_id)
 """
 STORE = """
 INSERT INTO order_customers (order_id, tenant_id, customer_id, sealed)
@@ -101,8 +106,13 @@ class PersonalData:
                                "wrapped_key": _b64(wrapped)})
         rows = self._conn.execute(KEYS_FOR, {"keys": _KEYS_JSON.dump_json(candidates).decode()}).fetchall()
         found = {(t, c): (k, bytes(w)) for t, c, k, w in rows}
+        missing = sorted(subjects - set(found))
+        if missing:  # created by a concurrent batch, committed while ours waited on it
+            rows = self._conn.execute(KEYS_OF, {"tenants": [t for t, _ in missing],
+                                                "customers": [c for _, c in missing]}).fetchall()
+            found |= {(t, c): (k, bytes(w)) for t, c, k, w in rows}
         if set(found) != subjects:
-            raise TransientDatabaseError("a customer's data key was created concurrently; retrying")
+            raise TransientDatabaseError("a customer's data key is missing after its creation; retrying")
         try:
             return {subject: ring.unwrap(key_id, wrapped) for subject, (key_id, wrapped) in found.items()}
         except PiiError as error:

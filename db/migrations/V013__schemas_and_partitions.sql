@@ -87,6 +87,42 @@ ALTER FUNCTION messaging.conveyor_outbox_rotate(bigint) SET search_path = messag
 ALTER FUNCTION public.conveyor_refresh_statistics(bigint, double precision) SET SCHEMA maintenance;
 DROP FUNCTION public.conveyor_create_order_partitions(timestamptz, integer);
 
+-- The statistics keeper (V008) on partitioned tables: it ANALYZEs the partitions that changed
+-- enough, as before, and then their partitioned parents, whose statistics of the whole
+-- hierarchy nothing else keeps (autovacuum never analyses a partitioned table).
+CREATE OR REPLACE FUNCTION maintenance.conveyor_refresh_statistics(min_changes bigint, fraction double precision)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    stale record;
+    parent regclass;
+    parents regclass[] := '{}';
+BEGIN
+    FOR stale IN
+        SELECT s.schemaname, s.relname, s.relid
+        FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+        WHERE c.relowner = 'conveyor_owner'::regrole
+          AND s.n_mod_since_analyze >= greatest(min_changes, 1)
+          AND s.n_mod_since_analyze >= fraction * greatest(c.reltuples, 0)
+        ORDER BY s.n_mod_since_analyze DESC
+    LOOP
+        EXECUTE format('ANALYZE %I.%I', stale.schemaname, stale.relname);
+        RETURN NEXT stale.relname;
+        SELECT pg_partition_root(stale.relid) INTO parent;
+        IF parent IS NOT NULL AND parent <> stale.relid AND NOT parent = ANY(parents) THEN
+            parents := parents || parent;
+        END IF;
+    END LOOP;
+    FOREACH parent IN ARRAY parents LOOP
+        EXECUTE format('ANALYZE %s', parent);
+        RETURN NEXT (SELECT relname::text FROM pg_class WHERE oid = parent);
+    END LOOP;
+END
+$$;
+
 -- 2. Partition sets and their maintenance -------------------------------------------------
 CREATE TABLE maintenance.partition_sets (
     parent       regclass PRIMARY KEY,

@@ -93,6 +93,8 @@ def worker_environment(options: Options) -> dict[str, str]:
         # its observer reads the broker and the outbox, one of them reconciles every 10 s.
         "CONVEYOR_HTTP_PORT": "0", "CONVEYOR_HTTP_HOST": "127.0.0.1",
         "CONVEYOR_BROKER_VIEW_INTERVAL": "2", "CONVEYOR_RECONCILE_INTERVAL": "10",
+        # The maintenance loop too (partitions ahead, retention, summaries), every 5 s.
+        "CONVEYOR_MAINTENANCE_INTERVAL": "5",
     }
 
 

@@ -34,3 +34,6 @@ def test_a_short_seeded_chaos_run_loses_nothing_doubles_nothing_and_oversells_no
         print(f"\n{report.summary()}")
     assert report.verdict.ok, report.summary()
     assert len({f["kind"] for f in report.faults}) >= 8, f"too few faults applied: {report.faults}"
+    # and the maintenance loop ran passes under the faults (the logs' `maintained` lines)
+    passes = sum(log.read_text(errors="replace").count('"event": "maintained"') for log in tmp_path.glob("*.log"))
+    assert passes >= 3, f"maintenance passes logged: {passes}"

@@ -165,6 +165,11 @@ def test_key_file_faults_are_one_line_errors(settings, key_file, tmp_path, monke
     assert code == 2 and "does not decrypt" in err
     assert json.loads(other.read_text())["current"] == "k1"  # nothing half-done: no key added
 
+    # Erasure needs no key: with the wrong file it still shreds, and says what it could not do
+    code, _, err = run_cli(monkeypatch, settings, capsys, "gdpr", "erase", "cust-ada", "--skip-dlq")
+    assert code == 0 and "matched by customer id only" in err
+    assert scalar(settings.database_url, "SELECT count(*) FROM privacy.customer_keys") == 0
+
 
 def test_personal_data_never_reaches_the_logs(settings, key_file, tmp_path):
     set_stock(settings.database_url, "A", 5)

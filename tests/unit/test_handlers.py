@@ -337,3 +337,31 @@ def test_every_transition_does_what_the_table_says(state, event):
         expected = {lifecycle.Stock.KEEP: before_stock, lifecycle.Stock.RELEASE: (on_hand, reserved - held),
                     lifecycle.Stock.COMMIT: (on_hand - held, reserved - held)}[planned.stock]
         assert uow.world.level(TENANT, "A") == expected
+
+
+# -- customers' personal data ------------------------------------------------------------------
+
+def test_customer_data_goes_to_the_unit_of_work_flat_and_never_into_an_event():
+    uow = world(A=5, B=0)
+    customer = {"email": "ada@example.org", "phone": "+44 20 7946 0000",
+                "shipping_address": {"line1": "12 Square", "city": "London", "country": "GB"}}
+    messages = []
+    for sku in ("A", "B"):  # one reserved, one rejected: both orders are recorded with their customer
+        body = json.loads(created((sku, 1)).model_dump_json())
+        body["customer"] = customer
+        messages.append(parse_message(json.dumps(body).encode(), OrderCreated, max_bytes=1 << 20))
+
+    outcomes = orders.handle_order_created_batch([(m, ctx()) for m in messages], typed(uow))
+
+    assert outcomes == ["reserved", "rejected"]
+    assert [c.order_id for c in uow.world.customers] == [m.order_id for m in messages]
+    assert uow.world.customers[0].fields == {
+        "email": "ada@example.org", "phone": "+44 20 7946 0000", "shipping_address.line1": "12 Square",
+        "shipping_address.city": "London", "shipping_address.country": "GB"}
+    assert all("ada@example.org" not in json.dumps(event, default=str) for event in uow.world.outbox)
+
+
+def test_an_order_without_customer_data_stores_none():
+    uow = world(A=5)
+    reserve(uow, ("A", 1))
+    assert uow.world.customers == []
