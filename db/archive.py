@@ -40,6 +40,7 @@ from psycopg.types.json import Jsonb
 
 from conveyor.db.checksum import changed_rows_checksum, pin_output_settings, rows_checksum
 from conveyor.db.connection import transaction
+from conveyor.db.crypto import fsync_directory
 from conveyor.db.migrate import ACT_AS_OWNER, OWNER_ROLE
 from conveyor.db.privacy_subject import ERASED_HASH_CHARS, ERASED_PREFIX, SUBJECT_HASH_SQL
 
@@ -323,22 +324,14 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 def _install(temporary: Path, final: Path) -> Path:
     """Rename the finished directory into place (replacing an earlier one), fsyncing both levels."""
-    _fsync_dir(temporary)
+    fsync_directory(temporary)
     previous = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
     if final.exists():
         final.rename(previous)
     temporary.rename(final)
-    _fsync_dir(final.parent)
+    fsync_directory(final.parent)
     shutil.rmtree(previous, ignore_errors=True)
     return final
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_manifest(directory: Path, expected: dict) -> dict:

@@ -269,7 +269,7 @@ def _install(path: Path, content: bytes, *, replace: bool) -> None:
     finally:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def _write_private(fd: int, content: bytes, *, owner_of: Path | None) -> None:
@@ -285,9 +285,10 @@ def _write_private(fd: int, content: bytes, *, owner_of: Path | None) -> None:
         os.fsync(file.fileno())
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Without it a crash can bring the old file back: data keys wrapped under the new key
-    # would then have no key to unwrap them.
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (the key file's, the archive's). Without it a
+    crash can bring the old file back: data keys wrapped under a new key would then have no
+    key to unwrap them."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -25,9 +25,9 @@ import psycopg
 from pydantic import TypeAdapter
 
 from conveyor.db.arrays import int_array, text_array
-from conveyor.db.errors import IntegrityViolation
+from conveyor.db.errors import IntegrityViolation, TransientDatabaseError
 from conveyor.db.notify import OUTBOX_CHANNEL
-from conveyor.db.personal import NewCustomer, PersonalData
+from conveyor.db.personal import NewCustomer, PersonalData, forget
 from conveyor.db.stock import StockLevel
 
 CLAIM_AND_READ = """
@@ -84,6 +84,14 @@ WITH reserved AS (
     INSERT INTO reservations (order_id, tenant_id, sku, quantity)
     SELECT h.order_id, h.tenant_id, h.sku, h.quantity
     FROM jsonb_to_recordset(%(held)s::jsonb) AS h(order_id uuid, tenant_id text, sku text, quantity integer)
+), sealed AS (  -- customers' data (conveyor.db.personal), under the data key the customer still has
+    INSERT INTO order_customers (order_id, tenant_id, customer_id, sealed)
+    SELECT s.order_id, s.tenant_id, s.customer_id, decode(s.sealed, 'base64')
+    FROM jsonb_to_recordset(%(sealed)s::jsonb) AS s(order_id uuid, tenant_id text, customer_id text, wrapped text,
+                                                   sealed text)
+    JOIN customer_keys k ON k.tenant_id = s.tenant_id AND k.customer_id = s.customer_id
+                        AND k.wrapped_key = decode(s.wrapped, 'base64')
+    RETURNING 1
 ), events AS (
     INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, slot)
     SELECT gen_random_uuid(), e.exchange, e.routing_key, e.correlation_id, e.payload::jsonb, e.correlation_id,
@@ -93,7 +101,8 @@ WITH reserved AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM reserved),
-       CASE WHEN EXISTS (SELECT FROM events) THEN pg_notify('{OUTBOX_CHANNEL}', '') END
+       CASE WHEN EXISTS (SELECT FROM events) THEN pg_notify('{OUTBOX_CHANNEL}', '') END,
+       (SELECT count(*) FROM sealed)
 """
 
 
@@ -187,8 +196,7 @@ class IntakeRepository:
         """Reserve each (tenant, SKU) once by the batch's total, insert the orders, their lines
         and reservations, and the outcome events: one statement (and one more, sealed, for
         the customers' personal data when the batch carries any)."""
-        if customers:
-            self._personal.store(customers)
+        sealed = self._personal.seal(customers) if customers else None
         stock = sorted(reserve)
         row = self._conn.execute(RECORD, {
             "cause": cause,
@@ -197,8 +205,13 @@ class IntakeRepository:
             "orders": ORDERS_JSON.dump_json(orders).decode(),
             "held": HELD_JSON.dump_json(held).decode(),
             "events": EVENTS_JSON.dump_json(events).decode(),
+            "sealed": sealed.rows_json if sealed else "[]",
         }).fetchone()
         matched = row[0] if row is not None else 0  # one row always: a SELECT without FROM
+        if sealed and (row is None or row[2] != sealed.count):
+            forget(customers or [])
+            raise TransientDatabaseError("a customer's data key changed (rotated or erased) since it was cached;"
+                                         " retrying")
         if matched != len(stock):
             raise IntegrityViolation(f"batch reservation matched {matched} of {len(stock)} SKUs;"
                                      " stock changed under the lock")

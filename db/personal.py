@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -42,11 +43,6 @@ KEYS_OF = """
 SELECT k.tenant_id, k.customer_id, k.key_id, k.wrapped_key
 FROM customer_keys k JOIN unnest(%(tenants)s::text[], %(customers)s::text[]) AS w(tenant_id, customer_id)
      USING (tenant_id, customer_id)
-"""
-STORE = """
-INSERT INTO order_customers (order_id, tenant_id, customer_id, sealed)
-SELECT s.order_id, s.tenant_id, s.customer_id, decode(s.sealed, 'base64')
-FROM jsonb_to_recordset(%(sealed)s::jsonb) AS s(order_id uuid, tenant_id text, customer_id text, sealed text)
 """
 
 
@@ -84,21 +80,50 @@ def keyring(path: str | None) -> Keyring:
         raise PersonalDataRefused(f"customer data not stored: {error}") from None
 
 
+# Data keys this process unwrapped lately, by subject: a returning customer's batch needs no
+# round trip for its key. A cached key that was rotated or shredded since no longer matches the
+# database's row: the intake's statement stores nothing for it, and the batch is retried.
+_DATA_KEY_CACHE_SIZE = 20_000
+Subject = tuple[str, str]  # (tenant_id, customer_id)
+_data_keys: OrderedDict[Subject, tuple[bytes, bytes]] = OrderedDict()  # subject -> (wrapped, data key)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A batch's customer data, sealed: the JSON the intake's statement inserts (each row with
+    the wrapped key it was sealed under, which must still be the customer's) and its count."""
+
+    rows_json: str
+    count: int
+
+
 class PersonalData:
     def __init__(self, conn: psycopg.Connection, key_file: str | None) -> None:
         self._conn = conn
         self._key_file = key_file
 
-    def store(self, customers: list[NewCustomer]) -> None:
-        """Seal and insert each order's customer data (two statements for the batch)."""
+    def seal(self, customers: list[NewCustomer]) -> Sealed:
+        """Each order's customer data sealed with its customer's data key (one statement for the
+        keys of customers this process has not seen lately; none when it has seen them all)."""
         ring = keyring(self._key_file)
         keys = self.data_keys(ring, {(c.tenant_id, c.customer_id) for c in customers})
-        sealed = [{"order_id": str(c.order_id), "tenant_id": c.tenant_id, "customer_id": c.customer_id,
-                   "sealed": _b64(seal(keys[(c.tenant_id, c.customer_id)], c.fields, context=str(c.order_id)))}
-                  for c in customers]
-        self._conn.execute(STORE, {"sealed": _KEYS_JSON.dump_json(sealed).decode()})
+        rows = [{"order_id": str(c.order_id), "tenant_id": c.tenant_id, "customer_id": c.customer_id,
+                 "wrapped": _b64(keys[(c.tenant_id, c.customer_id)][0]),
+                 "sealed": _b64(seal(keys[(c.tenant_id, c.customer_id)][1], c.fields, context=str(c.order_id)))}
+                for c in customers]
+        return Sealed(_KEYS_JSON.dump_json(rows).decode(), len(rows))
 
-    def data_keys(self, ring: Keyring, subjects: set[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    def data_keys(self, ring: Keyring, subjects: set[Subject]) -> dict[Subject, tuple[bytes, bytes]]:
+        """(wrapped, data key) per subject: cached, or the database's (created if new)."""
+        found = {s: _data_keys[s] for s in subjects if s in _data_keys}
+        missing = subjects - set(found)
+        if missing:
+            for subject, (key_id, wrapped) in self._fetch_or_create(ring, missing).items():
+                found[subject] = (wrapped, _unwrap(ring, key_id, wrapped))
+                _remember(subject, found[subject])
+        return found
+
+    def _fetch_or_create(self, ring: Keyring, subjects: set[Subject]) -> dict[Subject, tuple[str, bytes]]:
         candidates = []
         for tenant_id, customer_id in sorted(subjects):
             key_id, wrapped = ring.wrap(new_data_key())
@@ -106,17 +131,34 @@ class PersonalData:
                                "wrapped_key": _b64(wrapped)})
         rows = self._conn.execute(KEYS_FOR, {"keys": _KEYS_JSON.dump_json(candidates).decode()}).fetchall()
         found = {(t, c): (k, bytes(w)) for t, c, k, w in rows}
-        missing = sorted(subjects - set(found))
-        if missing:  # created by a concurrent batch, committed while ours waited on it
-            rows = self._conn.execute(KEYS_OF, {"tenants": [t for t, _ in missing],
-                                                "customers": [c for _, c in missing]}).fetchall()
+        late = sorted(subjects - set(found))
+        if late:  # created by a concurrent batch, committed while ours waited on it
+            rows = self._conn.execute(KEYS_OF, {"tenants": [t for t, _ in late],
+                                                "customers": [c for _, c in late]}).fetchall()
             found |= {(t, c): (k, bytes(w)) for t, c, k, w in rows}
         if set(found) != subjects:
             raise TransientDatabaseError("a customer's data key is missing after its creation; retrying")
-        try:
-            return {subject: ring.unwrap(key_id, wrapped) for subject, (key_id, wrapped) in found.items()}
-        except PiiError as error:
-            raise PersonalDataRefused(f"customer data not stored: {error}") from None
+        return found
+
+
+def forget(customers: list[NewCustomer]) -> None:
+    """Drop the cached keys of a batch whose keys no longer matched (rotated, shredded)."""
+    for c in customers:
+        _data_keys.pop((c.tenant_id, c.customer_id), None)
+
+
+def _remember(subject: Subject, entry: tuple[bytes, bytes]) -> None:
+    _data_keys[subject] = entry
+    _data_keys.move_to_end(subject)
+    while len(_data_keys) > _DATA_KEY_CACHE_SIZE:
+        _data_keys.popitem(last=False)
+
+
+def _unwrap(ring: Keyring, key_id: str, wrapped: bytes) -> bytes:
+    try:
+        return ring.unwrap(key_id, wrapped)
+    except PiiError as error:
+        raise PersonalDataRefused(f"customer data not stored: {error}") from None
 
 
 def open_record(ring: Keyring, key_id: str, wrapped: bytes, sealed: bytes, order_id: str) -> dict[str, str]:

@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     maintenance_interval: float = Field(default=15 * 60, ge=0)
     # Monthly partitions kept ahead of the current month (orders, transitions) ...
     partitions_ahead: int = Field(default=3, ge=1, le=36)
-    # ... and daily ones ahead of today (the inbox).
-    daily_partitions_ahead: int = Field(default=7, ge=1, le=60)
+    # ... and days ahead covered by the inbox's weekly partitions.
+    partitions_ahead_days: int = Field(default=7, ge=1, le=60)
     # Processed message ids are kept this long: longer than any redelivery or DLQ replay.
     inbox_retention: float = Field(default=7 * 86_400, ge=86_400)
     # The transition log (state changes) is kept this long; "0": as long as its order is hot.

@@ -16,8 +16,11 @@
 --    transaction time), never by the shop's `placed_at`: that is untrusted input (an order
 --    dated 2027-09-15 used to land in the default partition and block creating that month's
 --    partition). `placed_at` is kept as data, stored without harm whatever its value.
--- 3. The inbox (daily, by the day it was processed) and the transition log (monthly) are
+-- 3. The inbox (weekly, by the day it was processed) and the transition log (monthly) are
 --    partitioned too, so their retention drops whole partitions instead of DELETEing rows.
+--    Weeks, not days: every statement on a partitioned table locks each of its partitions
+--    (PostgreSQL 15 prunes after locking a cached plan's), and past 16 locks a backend leaves
+--    the lock manager's fast path; a week keeps the inbox at a handful of partitions.
 -- 4. conveyor_ensure_partition() creates a partition and first moves whatever rows the
 --    default partition holds for its range, so the default partition can never block it.
 --
@@ -127,7 +130,7 @@ $$;
 CREATE TABLE maintenance.partition_sets (
     parent       regclass PRIMARY KEY,
     key_column   text NOT NULL,
-    granularity  text NOT NULL CHECK (granularity IN ('day', 'month')),
+    granularity  text NOT NULL CHECK (granularity IN ('day', 'week', 'month')),
     purpose      text NOT NULL
 );
 COMMENT ON TABLE maintenance.partition_sets IS
@@ -137,10 +140,13 @@ COMMENT ON TABLE maintenance.partition_sets IS
 CREATE FUNCTION maintenance.conveyor_partition_range(set_row maintenance.partition_sets, day date,
                                                      OUT lo date, OUT hi date, OUT suffix text)
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE set_row.granularity WHEN 'month' THEN date_trunc('month', day)::date ELSE day END,
+    SELECT CASE set_row.granularity WHEN 'month' THEN date_trunc('month', day)::date
+                                     WHEN 'week' THEN date_trunc('week', day)::date ELSE day END,
            CASE set_row.granularity WHEN 'month' THEN (date_trunc('month', day) + interval '1 month')::date
-                ELSE day + 1 END,
-           CASE set_row.granularity WHEN 'month' THEN to_char(day, 'YYYY_MM') ELSE to_char(day, 'YYYY_MM_DD') END
+                                     WHEN 'week' THEN date_trunc('week', day)::date + 7 ELSE day + 1 END,
+           CASE set_row.granularity WHEN 'month' THEN to_char(day, 'YYYY_MM')
+                                     WHEN 'week' THEN to_char(date_trunc('week', day), 'YYYY_MM_DD')
+                                     ELSE to_char(day, 'YYYY_MM_DD') END
 $$;
 
 CREATE FUNCTION maintenance.conveyor_bound_literal(parent regclass, key_column text, day date) RETURNS text
@@ -189,8 +195,8 @@ BEGIN
 END
 $$;
 
--- The partitions of every set from this month (day) to `months_ahead` months (`days_ahead`
--- days) ahead; returns the ones created, and as 'busy <set>' a set whose default partition
+-- The partitions of every set from this month (week, day) to `months_ahead` months ahead
+-- (monthly sets) or until `days_ahead` days ahead are covered (weekly and daily sets); returns the ones created, and as 'busy <set>' a set whose default partition
 -- it could not lock within `lock_wait_ms` (a long reader: the next pass tries again, and no
 -- writer waits behind it meanwhile). One caller at a time; SECURITY DEFINER so the
 -- maintenance loop of `conveyor run` (conveyor_worker, no DDL) may run it and nothing more.
@@ -217,6 +223,7 @@ BEGIN
                 SELECT CASE s.granularity WHEN 'month' THEN (date_trunc('month', today) + make_interval(months => i))::date
                             ELSE today + i END
                 FROM generate_series(0, CASE s.granularity WHEN 'month' THEN months_ahead ELSE days_ahead END) i
+                WHERE s.granularity <> 'week' OR i % 7 = 0 OR i = days_ahead
             LOOP
                 created := maintenance.conveyor_ensure_partition(s.parent, day);
                 IF created IS NOT NULL THEN
@@ -358,7 +365,7 @@ DROP TABLE public.order_transitions_before_v013;
 ALTER SEQUENCE public.order_transitions_id_seq SET SCHEMA orders;
 ALTER SEQUENCE orders.order_transitions_id_seq OWNED BY orders.order_transitions.id;
 
--- 5. The inbox, daily by the day a message was processed ----------------------------------
+-- 5. The inbox, weekly by the day a message was processed ---------------------------------
 -- The duplicate check spans every partition kept (db/inbox.py); within a day the unique key
 -- (message_id, processed_on) also catches two deliveries racing each other.
 CREATE TABLE messaging.inbox (
@@ -370,15 +377,15 @@ CREATE TABLE messaging.inbox (
 ) PARTITION BY RANGE (processed_on);
 CREATE TABLE messaging.inbox_default PARTITION OF messaging.inbox DEFAULT;
 INSERT INTO maintenance.partition_sets VALUES
-    ('messaging.inbox', 'processed_on', 'day', 'processed message ids; dropped after CONVEYOR_INBOX_RETENTION');
--- The ids processed before today (if any) go into one partition; retention drops it in time.
+    ('messaging.inbox', 'processed_on', 'week', 'processed message ids; dropped after CONVEYOR_INBOX_RETENTION');
+-- The ids processed before this week (if any) go into one partition; retention drops it in time.
 DO $$
 DECLARE
-    today date := (now() AT TIME ZONE 'UTC')::date;
+    this_week date := date_trunc('week', now() AT TIME ZONE 'UTC')::date;
 BEGIN
-    IF EXISTS (SELECT FROM public.inbox WHERE processed_at < today::timestamp AT TIME ZONE 'UTC') THEN
+    IF EXISTS (SELECT FROM public.inbox WHERE processed_at < this_week::timestamp AT TIME ZONE 'UTC') THEN
         EXECUTE format('CREATE TABLE messaging.inbox_before_v013 PARTITION OF messaging.inbox '
-                       'FOR VALUES FROM (MINVALUE) TO (%L)', today);
+                       'FOR VALUES FROM (MINVALUE) TO (%L)', this_week);
     END IF;
 END
 $$;
@@ -533,6 +540,30 @@ BEGIN
     RETURN written;
 END
 $$;
+
+-- What each table is for, in docs/database.md (generated from these comments and the catalog).
+COMMENT ON TABLE inventory.tenants IS 'the shops; a tenant is created by its first order or stock change';
+COMMENT ON TABLE inventory.products IS 'the catalogue: one row per (tenant, SKU), price and currency';
+COMMENT ON TABLE inventory.stock_items IS 'which SKUs have stock (V011): the key the ledger''s versions belong to';
+COMMENT ON TABLE inventory.stock_movements IS 'the stock ledger (V011): one version per change; the newest is the level';
+COMMENT ON VIEW inventory.stock_levels IS 'each item''s newest ledger version; writes append a version (INSTEAD OF trigger)';
+COMMENT ON TABLE inventory.reservations IS 'stock held per (order, SKU): HELD, then RELEASED or COMMITTED';
+COMMENT ON TABLE orders.order_registry IS 'every order id once, with the time Conveyor recorded it (the route to its partition)';
+COMMENT ON TABLE orders.orders IS 'orders, partitioned by the month Conveyor recorded them; archived after CONVEYOR_HOT_MONTHS';
+COMMENT ON TABLE orders.order_lines IS 'the lines of each order with their outcome';
+COMMENT ON TABLE orders.payments IS 'one row per payment id received';
+COMMENT ON TABLE orders.shipments IS 'one row per (shipment id, event) received';
+COMMENT ON TABLE orders.order_transitions IS 'every state change of every order, partitioned by month';
+COMMENT ON TABLE messaging.inbox IS 'message ids processed, partitioned by week; kept CONVEYOR_INBOX_RETENTION';
+COMMENT ON TABLE messaging.outbox IS 'events written with the change they describe, until the relay published them (3 rotating slots, V009)';
+COMMENT ON TABLE messaging.outbox_rotation IS 'the outbox slot writers use now, and the rotation''s counters';
+COMMENT ON TABLE messaging.relay_lease IS 'which relay leads (publishes) and until when';
+COMMENT ON TABLE maintenance.periodic_runs IS 'jobs one process of the group runs per interval (reconcile, maintenance)';
+COMMENT ON TABLE audit.dlq_audit_runs IS 'every replay, purge and import of the DLQ console: who, what, how it ended';
+COMMENT ON TABLE audit.dlq_audit_messages IS 'what a DLQ console run did to each message';
+COMMENT ON TABLE audit.privacy_requests IS 'privacy requests (export, erase, retention, key rotation) by subject hash, never the id';
+COMMENT ON TABLE privacy.customer_keys IS 'one data key per customer, wrapped by a key of CONVEYOR_PII_KEY_FILE; deleting it shreds their data';
+COMMENT ON TABLE privacy.order_customers IS 'each order''s customer object, sealed with the customer''s data key';
 
 -- 10. Privileges -----------------------------------------------------------------------------
 GRANT USAGE ON SCHEMA inventory, orders TO conveyor_worker, conveyor_readonly;

@@ -186,3 +186,27 @@ def test_personal_data_never_reaches_the_logs(settings, key_file, tmp_path):
         output = worker.communicate(timeout=30)[0].decode()
     assert "message_processed" in output
     assert EMAIL not in output and "Lovelace" not in output
+
+
+def test_a_worker_that_cached_a_shredded_key_seals_the_next_order_under_a_new_one(
+        settings, key_file, monkeypatch, capsys):
+    # Given a running worker that sealed Ada's first order (and cached her data key)
+    settings = settings.model_copy(update={"pii_key_file": str(key_file)})
+    set_stock(settings.database_url, "A", 10)
+    with running_workers(settings, ["orders"]):
+        first = customer_order()
+        publish_orders(settings.amqp_url, [first])
+        wait_until(lambda: scalar(settings.database_url, "SELECT count(*) FROM privacy.order_customers") == 1)
+        # When she is erased while the worker runs, and then orders again
+        assert run_cli(monkeypatch, settings, capsys, "gdpr", "erase", "cust-ada", "--skip-dlq")[0] == 0
+        second = customer_order()
+        publish_orders(settings.amqp_url, [second])
+        wait_until(lambda: scalar(settings.database_url, "SELECT count(*) FROM privacy.order_customers") == 1
+                   and scalar(settings.database_url, "SELECT count(*) FROM orders") == 2)
+
+    # Then the second order is sealed under a new data key (the shredded one is gone for good)
+    code, out, _ = run_cli(monkeypatch, settings, capsys, "gdpr", "export", "cust-ada", "--json")
+    exported = json.loads(out)
+    assert code == 0 and [o["order_id"] for o in exported["orders"]] == [second["order_id"]]
+    assert exported["personal_data"][0]["customer"]["email"] == EMAIL
+    assert scalar(settings.database_url, "SELECT count(*) FROM privacy.customer_keys") == 1

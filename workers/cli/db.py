@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--months", type=int, default=None,
                    help="monthly partitions ahead of this month (default CONVEYOR_PARTITIONS_AHEAD)")
     p.add_argument("--days", type=int, default=None,
-                   help="daily partitions ahead of today (default CONVEYOR_DAILY_PARTITIONS_AHEAD)")
+                   help="days ahead the weekly inbox partitions cover (default CONVEYOR_PARTITIONS_AHEAD_DAYS)")
     json_flag(p)
     p = db_sub.add_parser("maintain", help="run one maintenance pass now: partitions, retention, summaries",
                           description="What every `conveyor run` group does each CONVEYOR_MAINTENANCE_INTERVAL "
@@ -77,7 +77,7 @@ def db_partitions(args: argparse.Namespace) -> int:
 
     settings = args.settings
     created = ensure_partitions(settings.database_url, months_ahead=args.months or settings.partitions_ahead,
-                                days_ahead=args.days or settings.daily_partitions_ahead)
+                                days_ahead=args.days or settings.partitions_ahead_days)
     emit(args, {"created": created}, "\n".join(f"created {p}" for p in created) or "partitions exist")
     return EXIT_OK
 

@@ -27,7 +27,7 @@ JOB = "maintenance"
 
 
 def plan_for(settings: Settings) -> Plan:
-    return Plan(months_ahead=settings.partitions_ahead, days_ahead=settings.daily_partitions_ahead,
+    return Plan(months_ahead=settings.partitions_ahead, days_ahead=settings.partitions_ahead_days,
                 inbox_retention_s=settings.inbox_retention, transitions_retention_s=settings.transitions_retention,
                 ledger_retention_s=settings.ledger_retention, dlq_audit_retention_s=settings.dlq_audit_retention,
                 pii_retention_s=settings.pii_retention, summary_days=settings.summary_refresh_days,
