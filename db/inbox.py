@@ -1,7 +1,7 @@
 """The inbox: message ids already processed, so a redelivery has no second effect.
 
-The inbox is partitioned by the day a message was processed (V013), so its retention drops
-whole days. Its key is (message_id, processed_on): a delivery racing another one of the same
+The inbox is partitioned by week of the day a message was processed (V013), so its retention
+drops whole weeks. Its key is (message_id, processed_on): a delivery racing another one of the same
 id on the same day meets it in the unique index; a message processed on an earlier day is
 found by the NOT EXISTS over the kept partitions. (Two copies racing each other across
 midnight UTC would both pass: each handler's own key then refuses the second effect: the

@@ -168,7 +168,7 @@ def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
 
 def ensure_partitions(database_url: str, *, months_ahead: int = 3, days_ahead: int = 7) -> list[str]:
     """Create the partitions of every partition set (V013): monthly ones for this month and
-    the next ``months_ahead``, daily ones for today and the next ``days_ahead``; returns the
+    the next ``months_ahead``, weekly ones (the inbox) until ``days_ahead`` days ahead; returns the
     ones created. Rows the default partitions took for those ranges move in first."""
     with _connect(database_url) as conn, conn.transaction():
         _act_as_owner(conn)

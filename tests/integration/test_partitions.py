@@ -21,7 +21,7 @@ from conveyor.db.orders import LOCK_ORDER
 from conveyor.db.views import SHOW_ORDER
 from conveyor.workers import cli
 from tests.support.security import login_role, url_as
-from tests.support.workers import order_body, run_order, scalar, set_stock
+from tests.support.workers import order_body, run_order, set_stock
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ keys rotated, and the key file's faults as clear one-line errors."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -210,3 +211,48 @@ def test_a_worker_that_cached_a_shredded_key_seals_the_next_order_under_a_new_on
     assert code == 0 and [o["order_id"] for o in exported["orders"]] == [second["order_id"]]
     assert exported["personal_data"][0]["customer"]["email"] == EMAIL
     assert scalar(settings.database_url, "SELECT count(*) FROM privacy.customer_keys") == 1
+
+
+def archive_texts(root) -> str:
+    """Every archived file, decompressed, as text (what a search of the archive would find)."""
+    return "\n".join(gzip.decompress(path.read_bytes()).decode(errors="replace") if path.suffix == ".gz"
+                     else path.read_text(errors="replace") for path in sorted(root.rglob("*")) if path.is_file())
+
+
+def age_order(database_url: str, order_id: str, month: str) -> None:
+    """Move a delivered order (and its registry entry) to an old month, as time would."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT maintenance.conveyor_ensure_partition('orders.orders', %s::date)", (month,))
+        conn.execute("UPDATE order_registry SET created_at = %s::timestamptz WHERE order_id = %s", (month, order_id))
+        conn.execute("UPDATE orders SET created_at = %s::timestamptz, status = 'DELIVERED' WHERE order_id = %s",
+                     (month, order_id))
+
+
+def test_an_archived_month_holds_no_email_and_an_erasure_shreds_its_copy(settings, key_file, tmp_path,
+                                                                          monkeypatch, capsys):
+    # Given Ada's order, delivered long ago, archived (its customer data sealed inside the files)
+    settings = settings.model_copy(update={"pii_key_file": str(key_file)})
+    set_stock(settings.database_url, "A", 5)
+    with running_workers(settings, ["orders"]):
+        order = customer_order()
+        publish_orders(settings.amqp_url, [order])
+        wait_until(lambda: scalar(settings.database_url, "SELECT count(*) FROM privacy.order_customers") == 1)
+    age_order(settings.database_url, order["order_id"], "2025-01-01")
+    monkeypatch.setenv("CONVEYOR_ARCHIVE_DIR", str(tmp_path / "archive"))
+    monkeypatch.setenv("CONVEYOR_PII_RETENTION", "0")
+    code, out, err = run_cli(monkeypatch, settings, capsys, "archive", "run", "--month", "2025-01", "--json")
+    assert code == 0, err
+    archived = archive_texts(tmp_path / "archive")
+    assert order["order_id"] in archived and EMAIL not in archived  # the month is there, sealed
+
+    # When Ada is erased, and the month is restored
+    assert run_cli(monkeypatch, settings, capsys, "gdpr", "erase", "cust-ada", "--skip-dlq")[0] == 0
+    code, _, err = run_cli(monkeypatch, settings, capsys, "archive", "restore", "2025-01")
+    assert code == 0, err
+
+    # Then the restored order carries the erased id and no readable personal data anywhere
+    text = database_text(settings.database_url)
+    assert EMAIL not in text and "cust-ada" not in text
+    assert scalar(settings.database_url, "SELECT customer_id FROM orders").startswith("erased:")
+    assert scalar(settings.database_url, "SELECT count(*) FROM privacy.order_customers") == 0
+    assert scalar(settings.database_url, "SELECT count(*) FROM privacy.customer_keys") == 0  # shredded

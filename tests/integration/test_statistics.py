@@ -9,7 +9,6 @@ nothing else runs that ANALYZE: Conveyor's statistics keeper does.
 from __future__ import annotations
 
 import re
-
 import threading
 
 import psycopg

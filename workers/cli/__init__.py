@@ -2,11 +2,11 @@
 """The ``conveyor`` command line: it assembles the command groups and dispatches.
 
 One module per group (``db``, ``topology``, ``run``, ``stock``, ``orders``, ``reconcile``,
-``health``, ``demo``, ``relay``, ``dlq``), each with ``add_parsers(subparsers)`` beside the
-functions it registers with ``@command("<group> <action>")`` (``cli/base.py``, which every
-group imports instead of this package, so nothing here is imported back). Heavy imports
-(pika, psycopg, the demo) stay inside the command functions, so ``--help`` and shell
-completion are fast.
+``health``, ``demo``, ``relay``, ``dlq``, ``privacy`` for ``gdpr`` and ``pii``, ``archive``), each
+with ``add_parsers(subparsers)`` beside the functions it registers with
+``@command("<group> <action>")`` (``cli/base.py``, which every group imports instead of this
+package, so nothing here is imported back). Heavy imports (pika, psycopg, the demo) stay
+inside the command functions, so ``--help`` and shell completion are fast.
 
 Exit codes: 0 success, 1 the operation failed (or found a problem), 2 bad usage or
 configuration, 3 a dependency (database, broker) is unreachable, 4 not found.

@@ -1,4 +1,5 @@
-"""``conveyor db migrate|status|partitions``: the database schema."""
+"""``conveyor db migrate|status|partitions|maintain|docs|locks``: the database schema, its upkeep
+(docs/data-lifecycle.md), its documentation (docs/database.md) and its locks."""
 
 from __future__ import annotations
 
