@@ -15,21 +15,24 @@ import psycopg
 
 from conveyor.db.arrays import int_array, text_array
 from conveyor.db.locks import sorted_keys
+from conveyor.db.outbox import SET_EVENT_CONTEXT, EventContext
 
 # Today's partition is covered by the unique key (ON CONFLICT); the earlier days by NOT EXISTS,
 # whose partitions are pruned to the past ones when the statement starts (the ones made ahead
 # are never probed).
 TODAY = "(now() AT TIME ZONE 'UTC')::date"
 CLAIM = f"""
+WITH context AS MATERIALIZED ({SET_EVENT_CONTEXT})
 INSERT INTO inbox (message_id, handler)
-SELECT %(message_id)s, %(handler)s
+SELECT %(message_id)s, %(handler)s FROM context
 WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = %(message_id)s AND i.processed_on < {TODAY})
 ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING 1
 """
 CLAIM_MANY = f"""
+WITH context AS MATERIALIZED ({SET_EVENT_CONTEXT})
 INSERT INTO inbox (message_id, handler)
-SELECT m.message_id, %(handler)s FROM unnest(%(ids)s::text[]) AS m(message_id)
+SELECT m.message_id, %(handler)s FROM context, unnest(%(ids)s::text[]) AS m(message_id)
 WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id AND i.processed_on < {TODAY})
 ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING message_id
@@ -40,9 +43,9 @@ RETURNING message_id
 CLAIM_MANY_AFTER_LOCKING = f"""
 WITH locked AS MATERIALIZED (
     SELECT count(pg_advisory_xact_lock(k)) AS n FROM unnest(%(keys)s::bigint[]) AS k
-)
+), context AS MATERIALIZED ({SET_EVENT_CONTEXT})
 INSERT INTO inbox (message_id, handler)
-SELECT m.message_id, %(handler)s FROM locked, unnest(%(ids)s::text[]) AS m(message_id)
+SELECT m.message_id, %(handler)s FROM locked, context, unnest(%(ids)s::text[]) AS m(message_id)
 WHERE NOT EXISTS (SELECT FROM inbox i WHERE i.message_id = m.message_id AND i.processed_on < {TODAY})
 ON CONFLICT (message_id, processed_on) DO NOTHING
 RETURNING message_id
@@ -54,20 +57,23 @@ class Inbox:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
 
-    def claim(self, message_id: str, *, handler: str) -> bool:
-        """Record the message as processed; False when it already was."""
-        return self._conn.execute(CLAIM, {"message_id": message_id, "handler": handler}).fetchone() is not None
+    def claim(self, message_id: str, *, handler: str, context: EventContext | None = None) -> bool:
+        """Record the message as processed (and ``context`` as the transaction's, for the events
+        SQL writes); False when it already was."""
+        params = {"message_id": message_id, "handler": handler, **(context or EventContext()).params()}
+        return self._conn.execute(CLAIM, params).fetchone() is not None
 
     def claim_many(self, message_ids: list[str], *, handler: str,
-                   after_locking: Iterable[tuple[str, str]] = ()) -> set[str]:
+                   after_locking: Iterable[tuple[str, str]] = (), context: EventContext | None = None) -> set[str]:
         """Record distinct message ids as processed, first taking the stock locks of the
-        (tenant, SKU) pairs ``after_locking``; returns the ids that were new."""
+        (tenant, SKU) pairs ``after_locking`` (and ``context`` as the transaction's); returns
+        the ids that were new."""
         keys = sorted_keys(after_locking)
+        params = {"handler": handler, "ids": text_array(message_ids), **(context or EventContext()).params()}
         if keys and message_ids:
-            cursor = self._conn.execute(CLAIM_MANY_AFTER_LOCKING, {"keys": int_array(keys), "handler": handler,
-                                                                   "ids": text_array(message_ids)})
+            cursor = self._conn.execute(CLAIM_MANY_AFTER_LOCKING, {"keys": int_array(keys), **params})
         else:
-            cursor = self._conn.execute(CLAIM_MANY, {"ids": text_array(message_ids), "handler": handler})
+            cursor = self._conn.execute(CLAIM_MANY, params)
         return {row[0] for row in cursor}
 
     def seen(self, message_ids: list[str]) -> set[str]:

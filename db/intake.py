@@ -93,11 +93,12 @@ WITH reserved AS (
                         AND k.wrapped_key = decode(s.wrapped, 'base64')
     RETURNING 1
 ), events AS (
-    INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, slot)
+    INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, slot, headers)
     SELECT gen_random_uuid(), e.exchange, e.routing_key, e.correlation_id, e.payload::jsonb, e.correlation_id,
-           (SELECT slot FROM outbox_rotation)  -- once per statement, not per row (V009)
+           (SELECT slot FROM outbox_rotation),  -- once per statement, not per row (V009)
+           e.headers
     FROM jsonb_to_recordset(%(events)s::jsonb) AS e(exchange text, routing_key text, correlation_id text,
-                                                    payload text)
+                                                    payload text, headers jsonb)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM reserved),
@@ -157,6 +158,7 @@ class OutboxEvent:
     routing_key: str
     correlation_id: str
     payload: str
+    headers: dict[str, str] | None = None   # causation id, trace context (V014)
 
 
 KEYS_JSON = TypeAdapter(list[OrderKey])

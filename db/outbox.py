@@ -24,9 +24,9 @@ from psycopg.types.json import Jsonb
 from conveyor.db.notify import NOTIFY_OUTBOX
 
 ADD = """
-INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, message_type)
+INSERT INTO outbox (message_id, exchange, routing_key, correlation_id, payload, ordering_key, message_type, headers)
 VALUES (%(message_id)s, %(exchange)s, %(routing_key)s, %(correlation_id)s, %(payload)s, %(ordering_key)s,
-        %(message_type)s)
+        %(message_type)s, %(headers)s)
 """
 # Never page by `id > last_seen`: ids are taken at insert but become visible at commit.
 # Within a look-ahead window of the oldest pending rows, at most `per_key` rows of each
@@ -49,7 +49,7 @@ WITH ahead AS (
     LIMIT %(limit)s
 )
 SELECT o.id, o.message_id, o.exchange, o.routing_key, o.correlation_id, o.payload::text, o.created_at,
-       o.ordering_key, o.message_type
+       o.ordering_key, o.message_type, o.headers
 FROM outbox o
 WHERE o.id IN (SELECT id FROM fair) AND o.sent_at IS NULL
 ORDER BY o.id
@@ -63,6 +63,28 @@ ROTATE = "SELECT action, slot FROM conveyor_outbox_rotate(%(rotate_after)s)"
 
 
 @dataclass(frozen=True)
+class EventContext:
+    """The consumed message a transaction processes, for the events written by SQL (the stock
+    trigger's partner rows read it through ``messaging.conveyor_event_headers()``, V014)."""
+
+    causation_id: str = ""
+    traceparent: str = ""
+    tracestate: str = ""
+
+    def params(self) -> dict[str, str]:
+        return {"causation_id": self.causation_id, "traceparent": self.traceparent, "tracestate": self.tracestate}
+
+
+# Transaction-local settings (set_config(..., true)): gone at commit or rollback, and reset by a
+# rolled-back savepoint. Used as a CTE of the transaction's first statement: no round trip.
+SET_EVENT_CONTEXT = """
+SELECT set_config('conveyor.causation_id', %(causation_id)s, true),
+       set_config('conveyor.traceparent', %(traceparent)s, true),
+       set_config('conveyor.tracestate', %(tracestate)s, true)
+"""
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     id: int
     message_id: str
@@ -73,6 +95,7 @@ class OutboxRow:
     created_at: datetime
     ordering_key: str | None = None
     message_type: str | None = None
+    headers: dict | None = None   # causation id, trace context (V014)
 
 
 class Outbox:
@@ -81,13 +104,15 @@ class Outbox:
         self._notified = False
 
     def add(self, *, exchange: str, routing_key: str, payload: dict, correlation_id: str | None,
-            ordering_key: str | None = None, message_type: str | None = None) -> str:
+            ordering_key: str | None = None, message_type: str | None = None,
+            headers: dict[str, str] | None = None) -> str:
         """Write an event; events sharing ``ordering_key`` (default: the correlation id,
         i.e. the order) are published in the order they were written."""
         message_id = str(uuid.uuid4())
         self._conn.execute(ADD, {"message_id": message_id, "exchange": exchange, "routing_key": routing_key,
                                  "correlation_id": correlation_id, "payload": Jsonb(payload),
-                                 "ordering_key": ordering_key or correlation_id, "message_type": message_type})
+                                 "ordering_key": ordering_key or correlation_id, "message_type": message_type,
+                                 "headers": Jsonb(headers) if headers else None})
         if not self._notified:
             # One NOTIFY per transaction: it is a wake-up for the relay, not the data.
             self._conn.execute(NOTIFY_OUTBOX)

@@ -19,17 +19,17 @@ from conveyor.db.fulfilment import FulfilmentRepository
 from conveyor.db.inbox import Inbox
 from conveyor.db.intake import Claimed, Held, IntakeRepository, NewOrder, OrderKey, OutboxEvent
 from conveyor.db.orders import LockedOrder, OrderRepository, OrderStateRepository
-from conveyor.db.outbox import Outbox
+from conveyor.db.outbox import EventContext, Outbox
 from conveyor.db.personal import NewCustomer
 from conveyor.db.reservations import ReservationRepository
 from conveyor.db.stock import StockRepository
 
 
 class InboxPort(Protocol):
-    def claim(self, message_id: str, *, handler: str) -> bool: ...
+    def claim(self, message_id: str, *, handler: str, context: EventContext | None = None) -> bool: ...
 
-    def claim_many(self, message_ids: list[str], *, handler: str,
-                   after_locking: Iterable[tuple[str, str]] = ()) -> set[str]: ...
+    def claim_many(self, message_ids: list[str], *, handler: str, after_locking: Iterable[tuple[str, str]] = (),
+                   context: EventContext | None = None) -> set[str]: ...
 
 
 class IntakePort(Protocol):
@@ -65,7 +65,8 @@ class FulfilmentPort(Protocol):
 
 class OutboxPort(Protocol):
     def add(self, *, exchange: str, routing_key: str, payload: dict[str, Any], correlation_id: str | None,
-            ordering_key: str | None = None, message_type: str | None = None) -> str: ...
+            ordering_key: str | None = None, message_type: str | None = None,
+            headers: dict[str, str] | None = None) -> str: ...
 
 
 class UnitOfWork(Protocol):

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from conveyor.schemas.tolerance import SchemaVersion
 from conveyor.schemas.types import MESSAGE_CONFIG, CurrencyCode, ExternalId, Money, Reason, Timestamp, UuidString
 
 OrderStatus = Literal["RESERVED", "REJECTED", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "EXPIRED"]
@@ -20,6 +21,7 @@ class PaymentAuthorized(BaseModel):
     payment_id: ExternalId
     amount: Money
     currency: CurrencyCode
+    schema_version: SchemaVersion = 1
 
 
 class PaymentFailed(BaseModel):
@@ -29,6 +31,7 @@ class PaymentFailed(BaseModel):
     order_id: UuidString
     payment_id: ExternalId
     reason: Reason
+    schema_version: SchemaVersion = 1
 
 
 class ShipmentDispatched(BaseModel):
@@ -39,6 +42,7 @@ class ShipmentDispatched(BaseModel):
     shipment_id: ExternalId
     carrier: ExternalId
     tracking_number: ExternalId
+    schema_version: SchemaVersion = 1
 
 
 class ShipmentDelivered(BaseModel):
@@ -47,6 +51,7 @@ class ShipmentDelivered(BaseModel):
     model_config = MESSAGE_CONFIG
     order_id: UuidString
     shipment_id: ExternalId
+    schema_version: SchemaVersion = 1
 
 
 class CancelOrder(BaseModel):
@@ -55,6 +60,7 @@ class CancelOrder(BaseModel):
     model_config = MESSAGE_CONFIG
     order_id: UuidString
     reason: Reason
+    schema_version: SchemaVersion = 1
 
 
 class OrderStatusChanged(BaseModel):

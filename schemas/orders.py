@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field, model_validator
 
+from conveyor.schemas.tolerance import SchemaVersion
 from conveyor.schemas.types import (
     MESSAGE_CONFIG,
     CurrencyCode,
@@ -74,6 +75,7 @@ class OrderCreated(BaseModel):
     items: list[OrderItem] = Field(min_length=1, max_length=200)
     placed_at: Timestamp
     customer: Customer | None = None
+    schema_version: SchemaVersion = 1
 
     @model_validator(mode="after")
     def _total_is_money(self) -> OrderCreated:

@@ -1,18 +1,21 @@
 """Bytes to a validated pydantic model, refusing what JSON parsers usually let through.
 
 Order of checks: size, UTF-8, JSON (no duplicate keys, no NaN/Infinity, no floats —
-money travels as strings), control characters in strings, then the strict model.
+money travels as strings), control characters in strings, the contract's major version,
+then (tolerant reading only) unknown fields are dropped, then the strict model.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from conveyor.schemas.errors import InvalidMessage
+from conveyor.schemas.tolerance import check_schema_version, strip_unknown
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -20,12 +23,32 @@ Model = TypeVar("Model", bound=BaseModel)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+@dataclass(frozen=True)
+class Reading(Generic[Model]):
+    message: Model
+    # Dotted paths of the fields a tolerant reading dropped (``items.coupon``); never values.
+    unknown_fields: tuple[str, ...] = ()
+
+
 def parse_message(body: bytes, model: type[Model], *, max_bytes: int) -> Model:
+    """Strict: an unknown field is refused (``extra="forbid"``). For published contracts and
+    strict mode; a consumer reads its deliveries with ``read_message``."""
+    return read_message(body, model, max_bytes=max_bytes, tolerant=False).message
+
+
+def read_message(body: bytes, model: type[Model], *, max_bytes: int, tolerant: bool,
+                 message_type: str | None = None) -> Reading[Model]:
+    """``tolerant``: unknown fields, at any depth, are dropped and named instead of refused;
+    everything else is refused in both modes. ``message_type`` names the family in reasons."""
     document = load_json(body, max_bytes=max_bytes)
     if _control_characters_possible(body):
         _refuse_control_characters(document, path="$")
+    check_schema_version(document, model, message_type=message_type or model.__name__)
+    unknown: tuple[str, ...] = ()
+    if tolerant:
+        document, unknown = strip_unknown(document, model)
     try:
-        return model.model_validate(document)
+        return Reading(model.model_validate(document), unknown)
     except ValidationError as exc:
         raise InvalidMessage("schema_violation", _summarise(exc)) from None
 

@@ -1,10 +1,57 @@
 #!/usr/bin/env bash
-# Make sure the tools the tests need beyond the virtualenv are on this machine: promtool
-# (tests/unit/test_alert_rules.py checks and unit-tests deploy/prometheus/ with it).
-# Idempotent: does nothing when promtool is already on PATH. Installs Debian's `prometheus`
+# Make sure the tools the tests need beyond the virtualenv are on this machine:
+# - node and the official AsyncAPI parser, @asyncapi/parser, pinned, in .tools/node_modules
+#   (tests/integration/test_asyncapi_parser.py validates schemas/asyncapi.yaml with it);
+#   node/npm from Debian's `nodejs` and `npm` packages when node is missing;
+# - promtool (tests/unit/test_alert_rules.py checks and unit-tests deploy/prometheus/ with it).
+# Idempotent: does nothing for a tool already there. Installs Debian's `prometheus`
 # package otherwise, and makes sure the install leaves no Prometheus server running
 # (nothing may listen on 9090 afterwards). Needs root (apt-get) only when it installs.
 set -euo pipefail
+
+ASYNCAPI_PARSER_VERSION="3.6.3"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$REPO/.tools"
+
+# Where it cannot install (no apt-get, not root), a developer's run goes on and the tests that
+# need the tool skip; CI (CI=true) must run them, so there it is an error.
+cannot_install_node() {
+    echo "setup-tools: node is missing and $1; install Node.js and npm by hand" >&2
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+}
+
+install_node() {
+    command -v apt-get >/dev/null 2>&1 || { cannot_install_node "there is no apt-get here"; return 1; }
+    [ "$(id -u)" -eq 0 ] || { cannot_install_node "installing it needs root (apt-get install nodejs npm)"; return 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    echo "setup-tools: installed node $(node --version) from Debian's nodejs and npm packages"
+}
+
+asyncapi_parser_version() {
+    node -e 'process.stdout.write(require(process.argv[1]).version)' \
+        "$TOOLS/node_modules/@asyncapi/parser/package.json" 2>/dev/null || true
+}
+
+ensure_asyncapi_parser() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        install_node || return 0
+    fi
+    if [ "$(asyncapi_parser_version)" = "$ASYNCAPI_PARSER_VERSION" ]; then
+        echo "setup-tools: @asyncapi/parser $ASYNCAPI_PARSER_VERSION found in .tools/ (node $(node --version))"
+        return 0
+    fi
+    mkdir -p "$TOOLS"
+    npm install --prefix "$TOOLS" --no-audit --no-fund --no-save --silent \
+        "@asyncapi/parser@$ASYNCAPI_PARSER_VERSION" >/dev/null
+    if [ "$(asyncapi_parser_version)" != "$ASYNCAPI_PARSER_VERSION" ]; then
+        echo "setup-tools: npm ran but @asyncapi/parser $ASYNCAPI_PARSER_VERSION is not in .tools/" >&2
+        exit 1
+    fi
+    echo "setup-tools: installed @asyncapi/parser $ASYNCAPI_PARSER_VERSION into .tools/ (node $(node --version))"
+}
+
+ensure_asyncapi_parser
 
 if command -v promtool >/dev/null 2>&1; then
     echo "setup-tools: promtool found at $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"

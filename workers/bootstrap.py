@@ -11,7 +11,8 @@ from conveyor.workers.config import Settings
 from conveyor.workers.handlers import orders as order_worker
 from conveyor.workers.handlers import payments as payment_worker
 from conveyor.workers.handlers import shipping as shipping_worker
-from conveyor.workers.observability import endpoint, group
+from conveyor.workers.logging import get_logger
+from conveyor.workers.observability import endpoint, group, tracing
 from conveyor.workers.observability.health import Health
 from conveyor.workers.observability.observer import Observer, conveyor_queues
 from conveyor.workers.roles import ALL, WORKER_NAMES
@@ -23,6 +24,8 @@ from conveyor.workers.services.maintenance import Maintainer
 from conveyor.workers.services.reconciler import Reconciler
 from conveyor.workers.services.relay import OutboxRelay
 from conveyor.workers.services.statistics import StatisticsKeeper
+
+log = get_logger("conveyor.bootstrap")
 
 WORKERS: dict[str, WorkerSpec] = {
     spec.name: spec for spec in (order_worker.SPEC, payment_worker.SPEC, shipping_worker.SPEC)}
@@ -56,6 +59,8 @@ def build_supervisor(names: list[str], settings: Settings, *, health: Health | N
     """The process's threads for ``names``; ``observe``: also read the broker's and the
     database's figures for the metrics (when something serves them)."""
     check_names(names)
+    if tracing.configure():  # conveyor[otel] and OTEL_* asked for spans
+        log.info("tracing_enabled", exporter=os.environ.get("OTEL_TRACES_EXPORTER", "otlp"))
     pool = make_pool(settings.database_url, size=max(2, len(names) + 1), name="conveyor-workers",
                      lock_timeout_ms=settings.lock_timeout_ms,
                      statement_timeout_ms=settings.statement_timeout_ms)

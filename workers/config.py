@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     tenant_rate_limits: str = ""
 
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=128 * 1024 * 1024)
+    # Unknown fields in consumed messages: ignored, counted and logged (the tolerant reader,
+    # docs/contracts.md) unless this is true, when they are refused (dead-lettered) as before.
+    strict_contracts: bool = False
     heartbeat_seconds: int = Field(default=30, ge=0, le=600)
     blocked_connection_timeout: float = Field(default=60.0, gt=0)
     lock_timeout_ms: int = Field(default=2_000, ge=1)

@@ -246,7 +246,14 @@ def generic(routing_key: str) -> list[Case]:
         _case(rk, "top-level-string", lambda o: encode(json.dumps(v(o))), Dead("schema_violation")),
         _case(rk, "top-level-null", lambda o: b"null", Dead("schema_violation")),
         _case(rk, "top-level-number", lambda o: b"42", Dead("schema_violation")),
-        _case(rk, "unknown-field", lambda o: {**v(o), "admin": True}, Dead("schema_violation")),
+        # The tolerant reader (docs/contracts.md): an unknown field is dropped, the message
+        # processed (CONVEYOR_STRICT_CONTRACTS=true refuses it: tests/integration/test_contract_evolution.py).
+        _case(rk, "unknown-field", lambda o: {**v(o), "admin": True}, ok),
+        _case(rk, "unknown-field-with-a-float", lambda o: {**v(o), "score": 0.5}, Dead("float_number")),
+        _case(rk, "schema-version-1", lambda o: {**v(o), "schema_version": 1}, ok),
+        _case(rk, "schema-version-2", lambda o: {**v(o), "schema_version": 2}, Dead("unsupported_schema_version")),
+        _case(rk, "schema-version-as-string", lambda o: {**v(o), "schema_version": "1"}, Dead("schema_violation")),
+        _case(rk, "schema-version-0", lambda o: {**v(o), "schema_version": 0}, Dead("schema_violation")),
         _case(rk, "no-message-id", v, Dead("missing_message_id"), properties={"message_id": None}),
         _case(rk, "blank-message-id", v, Dead("missing_message_id"), properties={"message_id": "   "}),
         # AMQP carries at most 255 bytes: a longer id cannot even be sent.
@@ -320,7 +327,7 @@ WRONG = {
     "tenant": [("space", "a b", S), ("65-characters", "t" * 65, S), ("empty", "", S), ("slash", "a/b", S),
                ("number", 7, S)],
     "items": [("empty-list", [], S), ("201-items", [ITEM] * 201, S), ("object", ITEM, S),
-              ("null-item", [None], S), ("item-with-unknown-field", [{**ITEM, "colour": "red"}], S),
+              ("null-item", [None], S), ("item-with-unknown-field", [{**ITEM, "colour": "red"}], None),
               ("item-without-price", [{"sku": "A", "quantity": 1}], S)],
 }
 
@@ -334,9 +341,9 @@ def field_cases(routing_key: str) -> list[Case]:
                            ok if optional else Dead(S)))
         cases.append(_case(rk, f"{path}-null", lambda o, p=path: changed(valid(rk, o), p, None),
                            ok if optional else Dead(S)))
-        for label, value, code in WRONG[kind]:
+        for label, value, code in WRONG[kind]:  # code None: accepted (an unknown field is dropped)
             cases.append(_case(rk, f"{path}-{label}", lambda o, p=path, x=value: changed(valid(rk, o), p, x),
-                               Dead(code)))
+                               ok if code is None else Dead(code)))
     return cases
 
 

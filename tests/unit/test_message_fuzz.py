@@ -1,6 +1,8 @@
 """Property tests over every message type Conveyor consumes (test_message_parsing.py has the
 order.created-only ones): valid messages round-trip, and whatever the bytes or AMQP
-properties, parsing ends in a model or in ``InvalidMessage``, never in anything else."""
+properties, parsing ends in a model or in ``InvalidMessage``, never in anything else, in
+strict mode and with the tolerant reader (which reads a message plus unknown fields as the
+message without them)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pika.spec import BasicProperties
 from pydantic import BaseModel
@@ -25,7 +27,7 @@ from conveyor.schemas.lifecycle import (
     ShipmentDispatched,
 )
 from conveyor.schemas.orders import OrderCreated
-from conveyor.schemas.parsing import parse_message
+from conveyor.schemas.parsing import parse_message, read_message
 from conveyor.schemas.registry import MESSAGES
 from conveyor.workers.config import Settings
 from conveyor.workers.handlers.orders import SPEC as ORDERS
@@ -74,12 +76,15 @@ def parse(body: bytes, model: type[BaseModel]) -> BaseModel:
     return parse_message(body, model, max_bytes=MAX_BYTES)
 
 
-def parsed_or_refused(body: bytes, model: type[BaseModel]) -> BaseModel | None:
+def parsed_or_refused(body: bytes, model: type[BaseModel], *, tolerant: bool = False) -> BaseModel | None:
     """The property under test: a model, or InvalidMessage; any other exception fails."""
     try:
-        return parse(body, model)
+        return read_message(body, model, max_bytes=MAX_BYTES, tolerant=tolerant).message
     except InvalidMessage:
         return None
+
+
+MODES = pytest.mark.parametrize("tolerant", [False, True], ids=["strict", "tolerant"])
 
 
 def round_trips(message: BaseModel) -> bool:
@@ -125,12 +130,13 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(value, **kwargs).replace(json.dumps(HUGE, **kwargs), "9" * 5_000)
 
 
+@MODES
 @pytest.mark.parametrize("model", CONSUMED, ids=lambda m: m.__name__)
 @FUZZ
 @given(value=_json_values)
-def test_any_json_value_as_the_body_parses_or_is_refused(model: type[BaseModel], value: Any) -> None:
+def test_any_json_value_as_the_body_parses_or_is_refused(model: type[BaseModel], tolerant: bool, value: Any) -> None:
     # json.dumps writes NaN/Infinity and escapes lone surrogates: the parser sees them all
-    message = parsed_or_refused(dumps(value).encode(), model)
+    message = parsed_or_refused(dumps(value).encode(), model, tolerant=tolerant)
     assert message is None or round_trips(message)
 
 
@@ -197,16 +203,54 @@ def _mutate(document: dict, data) -> bytes:
     return b"\xef\xbb\xbf" + body
 
 
+@MODES
 @pytest.mark.parametrize("model", CONSUMED, ids=lambda m: m.__name__)
 @FUZZ
 @given(data=st.data())
-def test_a_damaged_valid_message_parses_or_is_refused(model: type[BaseModel], data) -> None:
+def test_a_damaged_valid_message_parses_or_is_refused(model: type[BaseModel], tolerant: bool, data) -> None:
     # Given a valid message damaged in one way (a value, a key, a byte, its encoding)
     body = _mutate(data.draw(VALID[model], label="valid"), data)
 
     # When it is parsed, then it is refused with InvalidMessage, or it is still a valid message
-    message = parsed_or_refused(body, model)
+    message = parsed_or_refused(body, model, tolerant=tolerant)
     assert message is None or round_trips(message)
+
+
+# Refusals that do not depend on the model: the tolerant reader drops an unknown field only
+# once the whole body passed them.
+BODY_REFUSALS = {"float_number", "not_json", "control_character"}
+
+
+@pytest.mark.parametrize("model", CONSUMED, ids=lambda m: m.__name__)
+@FUZZ
+@given(data=st.data())
+def test_a_valid_message_plus_an_unknown_field_reads_as_the_message_without_it(model: type[BaseModel],
+                                                                               data) -> None:
+    # Given a valid message with a field no model declares, holding any JSON value, in any object
+    document = data.draw(VALID[model], label="valid")
+    expected = parsed_or_refused(json.dumps(document).encode(), model)
+    assume(expected is not None)  # the generator's orders may total 10^20 or more
+    path = data.draw(st.sampled_from([p for p in _paths(document) if isinstance(_get(document, p), dict)]),
+                     label="object")
+    key = "x-" + data.draw(st.text(max_size=8), label="key")
+    body = dumps(_set(document, (*path, key), data.draw(_json_values, label="value"))).encode()
+
+    # When it is read tolerantly and strictly
+    try:
+        reading = read_message(body, model, max_bytes=MAX_BYTES, tolerant=True)
+    except InvalidMessage as error:
+        # Then either the body itself is refused, in both modes alike ...
+        assert error.code in BODY_REFUSALS
+        with pytest.raises(InvalidMessage) as strict:
+            parse(body, model)
+        assert strict.value.code == error.code
+        return
+    # ... or it is the valid message, the field named by its dotted path, and strict mode refuses it
+    assert reading.message == expected
+    assert reading.unknown_fields == (".".join([*(str(p) for p in path if isinstance(p, str)), key]),)
+    with pytest.raises(InvalidMessage) as strict:
+        parse(body, model)
+    assert strict.value.code == "schema_violation"
 
 
 # --- targeted properties ---------------------------------------------------------------------

@@ -210,6 +210,8 @@ def _schema_cases() -> list[Any]:
         ("missing-currency", without("currency")),
         ("missing-items", without("items")),
         ("missing-placed-at", without("placed_at")),
+        # parse_message is strict: unknown fields are refused (the tolerant reader that
+        # consumers use by default drops them: test_tolerant_reader.py)
         ("extra-field", valid_order(discount="5.00")),
         ("extra-field-on-item", with_item(colour="red")),
         ("missing-field-on-item", {**valid_order(), "items": [{"sku": "A", "quantity": 1}]}),

@@ -10,7 +10,7 @@ from conveyor.workers.domain.lifecycle import Event, Kind, Status, step
 from conveyor.workers.handlers import transitions
 from conveyor.workers.handlers.transitions import Details
 from conveyor.workers.runtime.failure import PermanentError
-from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
+from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec, event_headers
 
 
 def handle_authorized(message: PaymentAuthorized, uow: UnitOfWork, ctx: HandlerContext) -> str:
@@ -22,7 +22,7 @@ def handle_authorized(message: PaymentAuthorized, uow: UnitOfWork, ctx: HandlerC
     if not uow.fulfilment.record_payment(message.payment_id, message.order_id, outcome=outcome,
                                          amount=message.amount, currency=message.currency):
         return "duplicate_payment"
-    return transitions.apply(uow, order, Event.PAYMENT_AUTHORIZED, Details(
+    return transitions.apply(uow, order, Event.PAYMENT_AUTHORIZED, Details(headers=event_headers(ctx),
         message_id=ctx.message_id, payment_id=message.payment_id, amount=message.amount,
         currency=message.currency))
 
@@ -32,7 +32,7 @@ def handle_failed(message: PaymentFailed, uow: UnitOfWork, ctx: HandlerContext) 
     if not uow.fulfilment.record_payment(message.payment_id, message.order_id, outcome="failed",
                                          detail=message.reason):
         return "duplicate_payment"
-    return transitions.apply(uow, order, Event.PAYMENT_FAILED, Details(
+    return transitions.apply(uow, order, Event.PAYMENT_FAILED, Details(headers=event_headers(ctx),
         message_id=ctx.message_id, payment_id=message.payment_id, reason=f"payment failed: {message.reason}"))
 
 

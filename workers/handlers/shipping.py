@@ -9,7 +9,7 @@ from conveyor.schemas.names import SHIPMENTS_EXCHANGE
 from conveyor.workers.domain.lifecycle import Event
 from conveyor.workers.handlers import transitions
 from conveyor.workers.handlers.transitions import Details
-from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec
+from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec, event_headers
 
 
 def handle_dispatched(message: ShipmentDispatched, uow: UnitOfWork, ctx: HandlerContext) -> str:
@@ -18,7 +18,8 @@ def handle_dispatched(message: ShipmentDispatched, uow: UnitOfWork, ctx: Handler
                                           carrier=message.carrier, tracking_number=message.tracking_number):
         return "duplicate_shipment"
     return transitions.apply(uow, order, Event.SHIPMENT_DISPATCHED,
-                             Details(message_id=ctx.message_id, shipment_id=message.shipment_id))
+                             Details(message_id=ctx.message_id, shipment_id=message.shipment_id,
+                                     headers=event_headers(ctx)))
 
 
 def handle_delivered(message: ShipmentDelivered, uow: UnitOfWork, ctx: HandlerContext) -> str:
@@ -26,7 +27,8 @@ def handle_delivered(message: ShipmentDelivered, uow: UnitOfWork, ctx: HandlerCo
     if not uow.fulfilment.record_shipment(message.shipment_id, "delivered", message.order_id):
         return "duplicate_shipment"
     return transitions.apply(uow, order, Event.SHIPMENT_DELIVERED,
-                             Details(message_id=ctx.message_id, shipment_id=message.shipment_id))
+                             Details(message_id=ctx.message_id, shipment_id=message.shipment_id,
+                                     headers=event_headers(ctx)))
 
 
 SPEC = WorkerSpec(

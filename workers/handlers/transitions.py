@@ -3,7 +3,8 @@ move the status, settle the stock, log the transition, and write the event to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from uuid import UUID
@@ -27,6 +28,7 @@ class Details:
     shipment_id: str | None = None
     amount: Decimal | None = None
     currency: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # the event's: causation id, trace context
 
 
 def locked_order(uow: UnitOfWork, order_id: UUID) -> LockedOrder:
@@ -49,7 +51,7 @@ def apply(uow: UnitOfWork, order: LockedOrder, event: lifecycle.Event, details: 
     if step.event is None:
         raise PermanentError(f"state machine step without an event: {order.status} + {event.value}")  # a table bug
     if step.kind is Kind.REFUSE:
-        _publish(uow, step.event, order.order_id, _refusal(order, step, details))
+        _publish(uow, step.event, order.order_id, _refusal(order, step, details), details)
         return "refused"
     to = _target(step)
     _move(uow, order, step, event, details)
@@ -76,7 +78,7 @@ def _move(uow: UnitOfWork, order: LockedOrder, step: lifecycle.Step, event: life
         order_id=order.order_id, tenant_id=order.tenant_id, status=_wire_status(to.value),
         previous_status=_wire_status(order.status), reason=details.reason, payment_id=details.payment_id,
         shipment_id=details.shipment_id, occurred_at=datetime.now(timezone.utc))
-    _publish(uow, step.event or "", order.order_id, payload)
+    _publish(uow, step.event or "", order.order_id, payload, details)
 
 
 def _refusal(order: LockedOrder, step: lifecycle.Step, details: Details) -> RequestRefused:
@@ -91,10 +93,10 @@ def _wire_status(status: str) -> OrderStatus:
     return Status(status).value
 
 
-def _publish(uow: UnitOfWork, routing_key: str, order_id: UUID, event) -> None:
+def _publish(uow: UnitOfWork, routing_key: str, order_id: UUID, event, details: Details) -> None:
     uow.outbox.add(exchange=ORDER_EVENTS_EXCHANGE, routing_key=routing_key,
                    payload=event.model_dump(mode="json", exclude_none=True),
-                   correlation_id=str(order_id))
+                   correlation_id=str(order_id), headers=dict(details.headers) or None)
 
 
 def expire(uow: UnitOfWork, order_id: UUID, *, reason: str) -> str | None:

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 
 from pika.spec import BasicProperties
 
+from conveyor.workers.runtime.tracecontext import copy_headers
+
 H_ATTEMPTS = "x-conveyor-attempts"
 H_ORIGINAL_EXCHANGE = "x-conveyor-original-exchange"
 H_ORIGINAL_ROUTING_KEY = "x-conveyor-original-routing-key"
@@ -77,6 +79,7 @@ def failure_properties(delivery: Delivery, failure: Failure, *, queue: str, atte
     headers.setdefault(H_ORIGINAL_ROUTING_KEY, delivery.routing_key)
     headers.setdefault(H_ORIGINAL_QUEUE, queue)
     headers.setdefault(H_FIRST_FAILURE, stamp)
+    headers.update(copy_headers(delivery.properties.message_id))
     headers.update({
         H_ATTEMPTS: attempts,
         H_LAST_FAILURE: stamp,
@@ -95,6 +98,7 @@ def deferral_properties(delivery: Delivery, *, queue: str, until: float, reason:
     headers.setdefault(H_ORIGINAL_EXCHANGE, delivery.exchange)
     headers.setdefault(H_ORIGINAL_ROUTING_KEY, delivery.routing_key)
     headers.setdefault(H_ORIGINAL_QUEUE, queue)
+    headers.update(copy_headers(delivery.properties.message_id))
     deferrals = headers.get(H_DEFERRALS, 0)
     headers[H_DEFERRALS] = (deferrals if isinstance(deferrals, int) and 0 <= deferrals < 2**31 else 0) + 1
     headers[H_DEFERRED_UNTIL] = int(until * 1000)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -28,12 +28,15 @@ from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
 from conveyor.workers.observability.health import Health
 from conveyor.workers.observability.metrics import RECONNECTS, WorkerMetrics
+from conveyor.workers.observability.tracing import consume_spans
+from conveyor.workers.observability.tracing import enabled as tracing_enabled
 from conveyor.workers.runtime import failure, topology
 from conveyor.workers.runtime.consumer import Consumer, Settlement
 from conveyor.workers.runtime.envelope import Delivery, Failure, deferral_properties, failure_properties
 from conveyor.workers.runtime.messages import ParsedMessage, parse_delivery
 from conveyor.workers.runtime.spec import WorkerSpec
 from conveyor.workers.runtime.throttle import TenantThrottle, defer_tier, parse_limits
+from conveyor.workers.runtime.tracecontext import event_context
 
 log = get_logger("conveyor.processor")
 
@@ -138,7 +141,7 @@ class Processor:
             self._defer_over_rate(results)
         runnable = [r for r in results if r.error is None and r.deferred_until is None]
         if runnable:
-            self._run_transaction(runnable)
+            self._run_traced(runnable)
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         self._observe_age(results)
@@ -146,6 +149,16 @@ class Processor:
         self.consumer.settle(batch[0].generation, settlements)
         for result in results:
             self._log(result)
+
+    def _run_traced(self, results: list[Result]) -> None:
+        """The transaction inside the messages' spans (``conveyor[otel]``): their events then
+        carry the spans' trace context instead of the inbound one."""
+        jobs = [(r.job.context.routing_key, r.job.context.message_id, r.job.context.trace) for r in results]
+        with consume_spans(self.spec.queue, jobs) as carried:
+            if tracing_enabled():
+                for result, trace in zip(results, carried, strict=True):
+                    result.parsed = replace(result.job, context=replace(result.job.context, trace=trace))
+            self._run_transaction(results)
 
     def _defer_over_rate(self, results: list[Result]) -> None:
         """Tenant fairness: a message past its tenant's rate waits for its slot instead."""
@@ -260,7 +273,8 @@ class Processor:
         results still to run (a message processed before is a duplicate)."""
         ids = [r.job.context.message_id for r in results]
         fresh = uow.inbox.claim_many(list(dict.fromkeys(ids)), handler=self.spec.name,
-                                     after_locking=[pair for r in results for pair in r.job.lock_pairs])
+                                     after_locking=[pair for r in results for pair in r.job.lock_pairs],
+                                     context=event_context(results[0].job.context))
         todo = []
         for result in results:
             result.outcome, result.error = None, None
@@ -277,7 +291,8 @@ class Processor:
         try:
             with transaction(conn):  # a SAVEPOINT: this message's failure spares the batch
                 uow = PostgresUnitOfWork(conn, pii_key_file=self.settings.pii_key_file)
-                if not uow.inbox.claim(parsed.context.message_id, handler=self.spec.name):
+                if not uow.inbox.claim(parsed.context.message_id, handler=self.spec.name,
+                                       context=event_context(parsed.context)):
                     result.outcome = "duplicate_message"
                     return
                 result.outcome = parsed.route.handler(parsed.message, uow, parsed.context)

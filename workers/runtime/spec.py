@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,17 @@ class HandlerContext:
     routing_key: str
     attempt: int
     default_tenant: str
+    # The W3C trace context of the delivery (`traceparent`, `tracestate`), when it had a valid one.
+    trace: Mapping[str, str] = field(default_factory=dict)
+
+
+CAUSATION_HEADER = "x-conveyor-causation-id"
+
+
+def event_headers(ctx: HandlerContext) -> dict[str, str]:
+    """The AMQP headers of an event this delivery causes: its message_id as the causation id,
+    and its trace context passed on (docs/contracts.md)."""
+    return {CAUSATION_HEADER: ctx.message_id, **ctx.trace}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import pika.frame
 import pika.spec
 
 from conveyor.db.outbox import OutboxRow
+from conveyor.workers.observability.tracing import publish_span
 from conveyor.workers.services.relay.ordering import Outcome
 
 
@@ -52,8 +53,9 @@ class ConfirmingPublisher:
             raise ConfirmTimeout("the batch deadline passed before this wave was published")
         self._outcomes = {}
         for row in rows:
-            self._impl.basic_publish(row.exchange, row.routing_key, row.payload.encode(),
-                                     properties(row), mandatory=True)
+            with publish_span(row.routing_key, row.message_id, row.headers) as headers:
+                self._impl.basic_publish(row.exchange, row.routing_key, row.payload.encode(),
+                                         properties(row, headers), mandatory=True)
             self._in_flight[self._next_tag] = row.message_id
             self._next_tag += 1
         self._wait(lambda: not self._in_flight, deadline, what=f"confirms of {len(rows)} publishes")
@@ -99,11 +101,13 @@ class ConfirmingPublisher:
             self._connection.process_data_events(time_limit=min(remaining, 1.0))
 
 
-def properties(row: OutboxRow) -> pika.BasicProperties:
+def properties(row: OutboxRow, headers: dict | None = None) -> pika.BasicProperties:
+    """The event's properties; ``headers``: its outbox headers as the publish span extended them."""
     return pika.BasicProperties(
         content_type="application/json", delivery_mode=2, message_id=row.message_id,
         correlation_id=row.correlation_id, type=row.message_type or row.routing_key,
         timestamp=int(row.created_at.timestamp()), app_id="conveyor",
+        headers=(headers if headers is not None else row.headers) or None,  # causation id, trace (V014)
     )
 
 
