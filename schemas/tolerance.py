@@ -45,36 +45,62 @@ def check_schema_version(document: Any, model: type[BaseModel], *, message_type:
 
 def strip_unknown(document: Any, model: type[BaseModel]) -> tuple[Any, tuple[str, ...]]:
     """The document without the keys ``model`` does not declare, at any depth, and their
-    dotted paths (list indexes left out, each path once). The document is not modified."""
+    dotted paths (list indexes left out, each path once). The document is not modified; when
+    nothing is unknown it is returned as it is (the common case costs a walk, no copy)."""
     found: dict[str, None] = {}
-    return _strip(document, model, path="", found=found), tuple(found)
+    return _strip(document, _shape_of(model), path="", found=found), tuple(found)
 
 
-def _strip(value: Any, annotation: Any, *, path: str, found: dict[str, None]) -> Any:
+# A model's shape, worked out once per model: an object maps each key it declares to the shape
+# of its value (None: nothing to walk below it); a list names the shape of its items.
+Shape = tuple[str, Any]
+_shapes: dict[Any, Shape | None] = {}
+
+
+def _shape_of(annotation: Any) -> Shape | None:
+    if annotation not in _shapes:
+        _shapes[annotation] = None  # a model that refers to itself stops here
+        _shapes[annotation] = _compile(annotation)
+    return _shapes[annotation]
+
+
+def _compile(annotation: Any) -> Shape | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return _strip_object(value, annotation, path=path, found=found) if isinstance(value, dict) else value
+        return ("object", {(info.alias or name): _shape_of(info.annotation)
+                           for name, info in annotation.model_fields.items()})
     origin = get_origin(annotation)
-    if origin is list and isinstance(value, list):
+    if origin is list:
         (item,) = get_args(annotation) or (Any,)
-        return [_strip(element, item, path=path, found=found) for element in value]
+        inner = _shape_of(item)
+        return ("list", inner) if inner is not None else None
     if origin is Annotated:
-        return _strip(value, get_args(annotation)[0], path=path, found=found)
+        return _shape_of(get_args(annotation)[0])
     if origin is Union or origin is types.UnionType:
         members = [a for a in get_args(annotation) if a is not type(None)]
         # Only an optional (X | None) is unambiguous; a union of shapes is left to the model.
-        if len(members) == 1:
-            return _strip(value, members[0], path=path, found=found)
-    return value
+        return _shape_of(members[0]) if len(members) == 1 else None
+    return None
 
 
-def _strip_object(value: dict[str, Any], model: type[BaseModel], *, path: str,
-                  found: dict[str, None]) -> dict[str, Any]:
-    fields = {(info.alias or name): info for name, info in model.model_fields.items()}
+def _strip(value: Any, shape: Shape | None, *, path: str, found: dict[str, None]) -> Any:
+    if shape is None:
+        return value
+    kind, inner = shape
+    if kind == "list":
+        if not isinstance(value, list):
+            return value
+        items = [_strip(element, inner, path=path, found=found) for element in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if not isinstance(value, dict):
+        return value
     kept: dict[str, Any] = {}
+    changed = False
     for key, item in value.items():
-        info = fields.get(key)
-        if info is None:
+        if key not in inner:
             found[f"{path}{key}"] = None
-        else:
-            kept[key] = _strip(item, info.annotation, path=f"{path}{key}.", found=found)
-    return kept
+            changed = True
+            continue
+        stripped = _strip(item, inner[key], path=f"{path}{key}.", found=found) if inner[key] else item
+        changed = changed or stripped is not item
+        kept[key] = stripped
+    return kept if changed else value

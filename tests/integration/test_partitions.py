@@ -18,6 +18,7 @@ from conveyor.db.inbox import CLAIM_MANY, Inbox
 from conveyor.db.maintenance import Plan, run_pass
 from conveyor.db.migrate import ensure_partitions
 from conveyor.db.orders import LOCK_ORDER
+from conveyor.db.outbox import EventContext
 from conveyor.db.views import SHOW_ORDER
 from conveyor.workers import cli
 from tests.support.security import login_role, url_as
@@ -198,7 +199,7 @@ def test_the_inbox_claim_probes_only_the_days_before_today(database_url):
     fill_inbox_days(database_url, range(1, 15))
     with connect(database_url) as conn, conn.transaction():
         rows = conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + CLAIM_MANY,
-                            {"ids": "{a,b}", "handler": "orders"}).fetchall()
+                            {"ids": "{a,b}", "handler": "orders", **EventContext().params()}).fetchall()
     probed = sorted({part for (line,) in rows for part in re.findall(r"on (inbox_\w+) i", line)})
     past_weeks = {inbox_partition(utc_today() - timedelta(days=n)) for n in range(1, 15)}
     assert probed == sorted(past_weeks | {"inbox_default"})  # never the weeks made ahead

@@ -61,7 +61,7 @@ def test_json_output_of_an_accepted_and_a_refused_document(good_file, tmp_path):
     refused = conveyor("validate", "--json", str(bad))
 
     assert json.loads(accepted.stdout) == {"accepted": True, "type": "order.created", "error_code": None,
-                                           "reason": None}
+                                           "reason": None, "ignored_fields": []}
     assert refused.returncode == 1
     verdict = json.loads(refused.stdout)
     assert verdict["accepted"] is False and verdict["error_code"] == "schema_violation"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -118,7 +119,15 @@ def test_check_gives_the_header_the_worker_would_write():
     verdict = check("order.created", b'{"a": 1, "a": 2}')
 
     assert verdict.as_dict() == {"accepted": False, "type": "order.created", "error_code": "duplicate_key",
-                                 "reason": "duplicate_key: key 'a' appears more than once"}
+                                 "reason": "duplicate_key: key 'a' appears more than once", "ignored_fields": []}
+
+
+def test_the_verdict_names_the_unknown_fields_a_worker_would_ignore():
+    body = {"order_id": "6f1c0c5e-8d1e-4a53-9a55-0e7f2d0b9a11", "customer_id": "c", "currency": "EUR",
+            "placed_at": "2026-11-25T10:00:00Z", "coupon": "XMAS",
+            "items": [{"sku": "A", "quantity": 1, "unit_price": "1.00", "gift": True}]}
+    verdict = check("order.created", json.dumps(body).encode())
+    assert verdict.accepted and verdict.ignored_fields == ("coupon", "items.gift")
 
 
 def test_a_refused_document_error_carries_the_verdict():

@@ -61,7 +61,8 @@ def validate(args: argparse.Namespace) -> int:
     verdict = _too_large(args, body) or check(args.type, body, settings=args.settings)
     if not verdict.accepted:
         return _refused(args, verdict, body)
-    emit(args, verdict.as_dict(), f"accepted: {args.type}")
+    ignored = f" (unknown fields ignored: {', '.join(verdict.ignored_fields)})" if verdict.ignored_fields else ""
+    emit(args, verdict.as_dict(), f"accepted: {args.type}{ignored}")
     return EXIT_OK
 
 

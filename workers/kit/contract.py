@@ -30,10 +30,11 @@ class Verdict:
     error_code: str | None = None
     reason: str | None = None
     message: Any = None
+    ignored_fields: tuple[str, ...] = ()   # unknown fields a (tolerant) worker would drop
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "type": self.type, "error_code": self.error_code,
-                "reason": self.reason}
+                "reason": self.reason, "ignored_fields": list(self.ignored_fields)}
 
 
 def spec_for(message_type: str) -> MessageSpec:
@@ -65,4 +66,4 @@ def check(message_type: str, body: bytes, *, message_id: str | None = None,
         parsed = parse_delivery(delivery, worker, settings=settings or load_settings())
     except InvalidMessage as error:
         return Verdict(False, message_type, error.code, str(error)[:REASON_LIMIT])
-    return Verdict(True, message_type, message=parsed.message)
+    return Verdict(True, message_type, message=parsed.message, ignored_fields=parsed.ignored_fields)

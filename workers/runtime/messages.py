@@ -34,6 +34,7 @@ class ParsedMessage:
     message: Any
     context: HandlerContext
     lock_pairs: list[tuple[str, str]]
+    ignored_fields: tuple[str, ...] = ()   # unknown fields the tolerant reader dropped (dotted paths)
 
 
 def parse_delivery(delivery: Delivery, spec: WorkerSpec, *, settings: Settings) -> ParsedMessage:
@@ -51,7 +52,7 @@ def parse_delivery(delivery: Delivery, spec: WorkerSpec, *, settings: Settings) 
                              attempt=delivery.previous_attempts + 1,
                              default_tenant=settings.default_tenant, trace=trace_context(delivery.headers))
     pairs = route.lock_pairs(message, context) if route.lock_pairs else []
-    return ParsedMessage(route, message, context, pairs)
+    return ParsedMessage(route, message, context, pairs, tuple(reading.unknown_fields))
 
 
 def _message_id(delivery: Delivery) -> str:
