@@ -72,7 +72,10 @@ def environment_services() -> tuple[Services | None, str]:
     problem = _amqp_problem(amqp_url)
     if problem:
         return None, f"{AMQP_URL_ENV}={redact(amqp_url)} {problem}"
-    api = _default_management_url(amqp_url)
+    # The broker's management API: CONVEYOR_MANAGEMENT_URL when set (another broker may answer on
+    # the default port of the same host), else the default port.
+    given = os.environ.get("CONVEYOR_MANAGEMENT_URL", "").strip().rstrip("/")
+    api = (given.removesuffix("/api") + "/api") if given else _default_management_url(amqp_url)
     management = api if _management_answers(api, amqp_url, timeout=1.0) else None
     ctl = _system_rabbitmqctl(amqp_url) if management is None else None
     detail = f"{redact(db_url)}, {redact(amqp_url)} answered"

@@ -67,6 +67,8 @@ def test_in_memory_example_passes_as_a_shops_test():
 def test_conveyor_service_example_passes_with_the_pytest_plugin(services):
     # The plugin finds the servers the suite uses (the environment's URLs when they answer).
     env = {**os.environ, "CONVEYOR_DATABASE_URL": services.database_url, "CONVEYOR_AMQP_URL": services.amqp_url}
+    if services.management_url:  # this broker's own API (another broker may answer on its default port)
+        env["CONVEYOR_MANAGEMENT_URL"] = services.management_url
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "-p", "conveyor.workers.kit.pytest_plugin", str(EXAMPLES / "conveyor_service_test.py")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
