@@ -142,12 +142,16 @@ def _management_answers(api: str, amqp_url: str, *, timeout: float) -> bool:
 
 
 def _system_rabbitmqctl(amqp_url: str) -> tuple[str, ...] | None:
-    """The machine's rabbitmqctl (default node), only for a broker on this machine.
+    """The machine's rabbitmqctl (default node), only for a broker on this machine's default port
+    (a throwaway node on another port is not the default node: its vhosts need its own API).
 
     On Debian, root's ``rabbitmqctl`` is a wrapper that runs as the rabbitmq user, so it
     uses that user's Erlang cookie: the machine broker's.
     """
-    if (urlsplit(amqp_url).hostname or "") not in _LOOPBACK_HOSTS:
+    parts = urlsplit(amqp_url)
+    if (parts.hostname or "") not in _LOOPBACK_HOSTS:
+        return None
+    if (parts.port or 5672) != 5672:  # another node on this machine: the default node is not it
         return None
     path = shutil.which("rabbitmqctl") or shutil.which("rabbitmqctl", path="/usr/sbin:/usr/local/sbin:/sbin")
     return (path,) if path else None
