@@ -219,7 +219,9 @@ def test_unset_environment_urls_are_reported_by_name(monkeypatch):
 def test_a_vhost_created_on_another_broker_than_the_urls_is_refused_and_removed(services):
     if services.source != "local-binaries":
         pytest.skip("needs a second broker: the machine's, next to the throwaway one")
-    machine_ctl = devservices._system_rabbitmqctl(services.amqp_url)
+    # (resolution never picks it for the throwaway's port; the test forces the mismatch)
+    machine_ctl = devservices._system_rabbitmqctl("amqp://guest:guest@127.0.0.1:5672/%2F")
+    assert devservices._system_rabbitmqctl(services.amqp_url) is None  # another port: not the default node
     if machine_ctl is None or subprocess.run([*machine_ctl, "-q", "status"], capture_output=True).returncode:
         pytest.skip("no machine broker that rabbitmqctl reaches")
     # The URL points at the throwaway broker, rabbitmqctl at the machine's default node.
