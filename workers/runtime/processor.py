@@ -153,11 +153,13 @@ class Processor:
     def _run_traced(self, results: list[Result]) -> None:
         """The transaction inside the messages' spans (``conveyor[otel]``): their events then
         carry the spans' trace context instead of the inbound one."""
+        if not tracing_enabled():  # the hot path without conveyor[otel]: nothing to build per message
+            self._run_transaction(results)
+            return
         jobs = [(r.job.context.routing_key, r.job.context.message_id, r.job.context.trace) for r in results]
         with consume_spans(self.spec.queue, jobs) as carried:
-            if tracing_enabled():
-                for result, trace in zip(results, carried, strict=True):
-                    result.parsed = replace(result.job, context=replace(result.job.context, trace=trace))
+            for result, trace in zip(results, carried, strict=True):
+                result.parsed = replace(result.job, context=replace(result.job.context, trace=trace))
             self._run_transaction(results)
 
     def _defer_over_rate(self, results: list[Result]) -> None:
