@@ -2,14 +2,15 @@
 
 The archive (``db/archive.py``) proves with them that what it wrote to files is what the hot
 tables held, that nothing changed between the export and the delete, and that a restore put
-back the same rows; a ``conveyor db checksum`` command can reuse them to compare two copies
-of a table.
+back the same rows; ``conveyor db checksum`` (``table_checksums``) compares whole tables, two
+copies of a database (the restore drill: the restored database against the checksums taken at
+the target time), or a table before and after a migration that moves its data.
 
 How the hash is made, and why it is stable:
 
 - Each row becomes text by the composite type's output function (``ROW(r.*)::text``), then
   its md5; the first 16 hex digits are read as a signed 64-bit integer, and the integers are
-  summed as ``numeric`` (exact, no overflow). A sum does not care in which order the rows
+  summed exactly (``sum(bigint)`` accumulates in 128 bits and returns ``numeric``: no overflow). A sum does not care in which order the rows
   come, so the hash is the same whatever the physical order, the plan, a VACUUM FULL or a
   restore into other pages; the row count travels beside it.
 - NULL is safe: inside a composite a NULL field renders as nothing between the commas
@@ -28,7 +29,7 @@ for that); it detects change, which is all a content checksum is for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import psycopg
 from psycopg import sql
@@ -41,7 +42,7 @@ Statement = str | sql.SQL | sql.Composed
 PIN_SETTING = "SELECT set_config(%(name)s, %(value)s, true)"
 # The first 64 bits of each row's md5 as a signed integer, summed exactly.
 AGGREGATE = ("count(*), coalesce(sum(('x' || substr(md5(ROW(checksum_row.*)::text), 1, 16))"
-             "::bit(64)::bigint::numeric), 0)")
+             "::bit(64)::bigint), 0)")
 ROWS_CHECKSUM = "SELECT " + AGGREGATE + " FROM ({query}) AS checksum_row"
 CHANGED_ROWS_CHECKSUM = "WITH checksum_row AS ({statement}) SELECT " + AGGREGATE + " FROM checksum_row"
 
@@ -81,3 +82,68 @@ def _checksum(conn: psycopg.Connection, statement: sql.Composed,
 
 def _composable(query: Statement) -> sql.SQL | sql.Composed:
     return sql.SQL(query) if isinstance(query, str) else query
+
+
+# Every table of Conveyor's schemas: ordinary tables, and partitioned tables as their parent
+# only (a partition's rows are in its parent's checksum, so moving a row between partitions,
+# or a new partition, changes nothing).
+CONVEYOR_SCHEMAS = ("orders", "inventory", "messaging", "privacy", "audit", "archive", "maintenance", "public")
+ALL_TABLES = """
+SELECT format('%%I.%%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%(schemas)s)
+ORDER BY n.nspname, c.relname
+"""
+# A name as the user typed it (qualified or found on the search path) -> the table and its columns.
+# A view or materialized view named explicitly is checksummed too (inventory.stock_levels: the
+# levels, whatever the ledger behind them looks like).
+RESOLVE_TABLE = """
+SELECT n.nspname, c.relname, array_agg(a.attname::text ORDER BY a.attnum)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = to_regclass(%(name)s) AND c.relkind IN ('r', 'p', 'v', 'm')
+GROUP BY n.nspname, c.relname
+"""
+
+
+class UnknownTable(LookupError):
+    """A table named for a checksum does not exist (or is not a table)."""
+
+
+def table_checksums(conn: psycopg.Connection, tables: Sequence[str] | None = None) -> dict[str, tuple[int, str]]:
+    """``{schema.table: (row count, hash)}`` for ``tables`` (default: every Conveyor table).
+
+    All of them are read in one REPEATABLE READ snapshot (a transaction of their own), so the
+    set is consistent with itself even while workers write. A name that is not a table raises
+    ``UnknownTable`` before anything is read. Columns are taken in their table order: two
+    copies of the database (a restore, a clone) hash alike.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("table_checksums needs a connection outside a transaction (it opens its own snapshot)")
+    names = list(tables) if tables else _all_tables(conn)
+    resolved = [_resolve(conn, name) for name in names]
+    result: dict[str, tuple[int, str]] = {}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for schema, table, columns in resolved:
+            query = sql.SQL("SELECT {columns} FROM {table}").format(
+                columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                table=sql.Identifier(schema, table))
+            result[f"{schema}.{table}"] = rows_checksum(conn, query)
+    return result
+
+
+def _all_tables(conn: psycopg.Connection) -> list[str]:
+    return [row[0] for row in conn.execute(ALL_TABLES, {"schemas": list(CONVEYOR_SCHEMAS)}).fetchall()]
+
+
+def _resolve(conn: psycopg.Connection, name: str) -> tuple[str, str, list[str]]:
+    try:
+        with conn.transaction():
+            row = conn.execute(RESOLVE_TABLE, {"name": name}).fetchone()
+    except (psycopg.errors.InvalidName, psycopg.errors.SyntaxError):
+        row = None  # to_regclass refuses names that are not names at all ("a.b.c.d", "")
+    if row is None:
+        raise UnknownTable(f"no table or view {name!r} in the database "
+                           "(conveyor db checksum without names lists every table)")
+    return row[0], row[1], list(row[2])

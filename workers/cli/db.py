@@ -1,15 +1,16 @@
-"""``conveyor db migrate|status|partitions|maintain|docs|locks``: the database schema, its upkeep
-(docs/data-lifecycle.md), its documentation (docs/database.md) and its locks."""
+"""``conveyor db migrate|status|checksum|partitions|maintain|docs|locks``: the database schema, its
+content checksums, its upkeep (docs/data-lifecycle.md), its documentation (docs/database.md) and
+its locks."""
 
 from __future__ import annotations
 
 import argparse
 
-from conveyor.workers.cli.base import EXIT_FAILED, EXIT_OK, command, emit, json_flag
+from conveyor.workers.cli.base import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, command, emit, json_flag
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    db = sub.add_parser("db", help="database schema: migrate, status, partitions, maintain, docs, locks")
+    db = sub.add_parser("db", help="database schema: migrate, status, checksum, partitions, maintain, docs, locks")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = db_sub.add_parser("migrate", help="apply pending migrations (refuses if an applied file was edited)")
     json_flag(p)
@@ -46,6 +47,41 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--older-than", type=float, default=60.0, metavar="SECONDS",
                    help="a transaction open longer than this is long (default 60)")
     json_flag(p)
+    p = db_sub.add_parser(
+        "checksum", help="row count and an order-independent content hash per table",
+        description="For each TABLE (default: every table of Conveyor's schemas; a partitioned table counts "
+                    "as its parent, partitions included) the row count and a hash of its rows that does not "
+                    "depend on their physical order, NULL-safe (conveyor.db.checksum). All tables are read in "
+                    "one snapshot. --json prints only {\"tables\": {name: {\"rows\", \"hash\"}}}, so two "
+                    "outputs over the same data compare equal as they are (the restore drill does). "
+                    "Exit 0, 4 when a TABLE does not exist, 3 when the database is unreachable.")
+    p.add_argument("tables", nargs="*", metavar="TABLE", help="schema.table, or a name on the search path")
+    json_flag(p)
+
+
+@command("db checksum")
+def db_checksum(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from conveyor.db.checksum import UnknownTable, table_checksums
+    from conveyor.db.connection import connect
+
+    started = time.monotonic()
+    with connect(args.settings.database_url, application_name="conveyor-db-checksum",
+                 statement_timeout_ms=max(args.settings.statement_timeout_ms, 3_600_000)) as conn:
+        try:
+            sums = table_checksums(conn, args.tables or None)
+        except UnknownTable as error:
+            print(f"conveyor: {error}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+    data = {"tables": {name: {"rows": rows, "hash": digest} for name, (rows, digest) in sums.items()}}
+    width = max((len(name) for name in sums), default=5)
+    lines = [f"{name:<{width}}  {rows:>12,}  {digest}" for name, (rows, digest) in sums.items()]
+    lines.append(f"{len(sums)} table(s), {sum(r for r, _ in sums.values()):,} rows in "
+                 f"{time.monotonic() - started:.2f} s")
+    emit(args, data, "\n".join(lines))
+    return EXIT_OK
 
 
 @command("db migrate")
