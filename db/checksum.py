@@ -10,9 +10,10 @@ How the hash is made, and why it is stable:
 
 - Each row becomes text by the composite type's output function (``ROW(r.*)::text``), then
   its md5; the first 16 hex digits are read as a signed 64-bit integer, and the integers are
-  summed exactly (``sum(bigint)`` accumulates in 128 bits and returns ``numeric``: no overflow). A sum does not care in which order the rows
-  come, so the hash is the same whatever the physical order, the plan, a VACUUM FULL or a
-  restore into other pages; the row count travels beside it.
+  summed exactly (``sum(bigint)`` accumulates in 128 bits and returns ``numeric``: no
+  overflow). A sum does not care in which order the rows come, so the hash is the same
+  whatever the physical order, the plan, a VACUUM FULL or a restore into other pages; the
+  row count travels beside it.
 - NULL is safe: inside a composite a NULL field renders as nothing between the commas
   (``(1,,x)``) while an empty string renders as ``""`` (``(1,"",x)``), so NULL and '' hash
   differently; a row is never NULL as a whole (a row of NULLs renders ``(,,)``), and an empty

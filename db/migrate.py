@@ -1,71 +1,45 @@
-"""Versioned SQL migrations: discovery, checksums, status and applying what is pending.
+"""Versioned SQL migrations: status, the schema check of ``conveyor run``, and applying what is
+pending (``conveyor db migrate``). The parts live in ``conveyor.db.migrator``.
 
-Files in ``db/migrations`` follow Flyway's naming (``V001__create_inventory.sql``).
-Each pending file runs in its own transaction and is recorded with its checksum in
-``schema_history``. A transaction-level advisory lock serialises concurrent deploys,
-and an applied file whose checksum changed stops everything.
+Files in ``db/migrations`` follow Flyway's naming (``V001__create_inventory.sql``). A pending
+file runs in its own transaction under a ``lock_timeout``, retried with backoff
+(``migrator/apply.py``), or statement by statement when it says ``-- conveyor:no-transaction``;
+it is recorded in ``schema_history`` with its checksum, who applied it, from where, and how long
+it took. A session advisory lock serialises concurrent deploys, and an applied file whose
+checksum changed stops everything before anything runs. Contract steps
+(``-- conveyor:contract``) wait for ``contract=True``, except on a fresh database.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass
-from importlib import resources
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from conveyor.db.connection import SEARCH_PATH
 from conveyor.db.errors import MigrationError, wrap_exceptions
+from conveyor.db.migrator import history
+from conveyor.db.migrator.apply import FileReport, LockPolicy, Observer, apply_file
+from conveyor.db.migrator.dryrun import DryRun, LockRecorder, clone_database, drop_clone
+from conveyor.db.migrator.files import FILENAME, Migration, default_directory, discover
+from conveyor.db.migrator.history import ACT_AS_OWNER, OWNER_ROLE
 
-FILENAME = re.compile(r"^V(?P<version>\d+)__(?P<description>[A-Za-z0-9_]+)\.sql$")
-# Constant key for pg_advisory_xact_lock: "conveyor migrations".
+__all__ = ["ACT_AS_OWNER", "FILENAME", "FILE_MISSING", "OWNER_ROLE", "LockPolicy", "Migration", "MigrationRun",
+           "MigrationState", "SchemaCheck", "apply_pending", "check_schema", "default_directory", "discover", "dry_run",
+           "ensure_partitions", "migrate", "status"]
+
+# Constant key for the advisory lock: "conveyor migrations" (older runners take it per transaction).
 MIGRATION_LOCK_KEY = 0x636F6E766D6967
-
-# Once V005 has handed the schema to conveyor_owner, migrations (and new partitions) are made
-# as that role, so whatever they create belongs to it like everything else; the login running
-# them only needs to be a member. Before V005, or for a login that is not, nothing changes.
-OWNER_ROLE = "conveyor_owner"
-ACT_AS_OWNER = """
-SELECT coalesce((SELECT c.relowner = r.oid AND pg_has_role(r.oid, 'MEMBER')
-                 FROM pg_class c JOIN pg_roles r ON r.rolname = %(role)s
-                 WHERE c.oid = to_regclass('public.schema_history')), false)
-"""
+LOCK = "SELECT pg_advisory_lock(%(key)s)"
+UNLOCK = "SELECT pg_advisory_unlock(%(key)s)"
+CREATE_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months_ahead)s, %(days_ahead)s, 30000)"
 
 # The description of a version the database applied but this code has no file for.
 FILE_MISSING = "(file missing)"
-
-LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
-RECORD = """
-INSERT INTO public.schema_history (version, description, filename, checksum)
-VALUES (%(version)s, %(description)s, %(filename)s, %(checksum)s)
-"""
-CREATE_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months_ahead)s, %(days_ahead)s, 30000)"
-HISTORY_EXISTS = "SELECT to_regclass('public.schema_history') IS NOT NULL"
-APPLIED = "SELECT version, filename, checksum, applied_at::text FROM public.schema_history"
-
-HISTORY_DDL = """
-CREATE TABLE IF NOT EXISTS public.schema_history (
-    version      integer PRIMARY KEY,
-    description  text NOT NULL,
-    filename     text NOT NULL,
-    checksum     text NOT NULL,
-    applied_at   timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    filename: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -73,43 +47,44 @@ class MigrationState:
     migration: Migration
     applied_at: str | None
     applied_checksum: str | None
+    steps_done: int = 0
+    audit: dict[str, object] = field(default_factory=dict)
+    fresh: bool = False  # nothing applied yet: a contract step would be applied too
 
     @property
     def status(self) -> str:
-        if self.applied_at is None:
-            return "pending"
-        return "applied" if self.applied_checksum == self.migration.checksum else "modified"
+        """applied, modified (edited after it was applied), pending, partial (a non-transactional
+        file that stopped part way: migrate resumes it) or held (a contract step waiting)."""
+        if self.applied_at is not None:
+            return "applied" if self.applied_checksum == self.migration.checksum else "modified"
+        if self.steps_done:
+            return "partial"
+        return "held" if self.migration.phase == "contract" and not self.fresh else "pending"
 
 
-def default_directory() -> Path:
-    return Path(str(resources.files("conveyor.db") / "migrations"))
+@dataclass
+class MigrationRun:
+    """What ``apply_pending`` did: the files applied (with their reports) and those held back."""
+
+    applied: list[FileReport] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
 
 
-def discover(directory: Path | None = None) -> list[Migration]:
-    """Every migration file in version order; a malformed name or a duplicate version is an error."""
-    directory = directory or default_directory()
-    found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
-        match = FILENAME.match(path.name)
-        if not match:
-            raise MigrationError(f"migration file {path.name!r} does not match V<version>__<description>.sql")
-        version = int(match["version"])
-        if version in found:
-            raise MigrationError(f"two migration files share version {version}: {found[version].filename}, {path.name}")
-        found[version] = Migration(version, match["description"].replace("_", " "), path.name, path.read_text())
-    return [found[v] for v in sorted(found)]
-
-
-def status(database_url: str, *, directory: Path | None = None) -> list[MigrationState]:
-    migrations = discover(directory)
+def status(database_url: str, *, directory: Path | None = None, details: bool = True) -> list[MigrationState]:
+    """Every migration's state; with ``details`` who applied it and a partial file's progress
+    (what the workers' login may not read: ``check_schema`` goes without)."""
+    migrations = discover(directory or default_directory())
     with _connect(database_url) as conn:
-        applied = _applied(conn)
-    states = [_state(m, applied.get(m.version)) for m in migrations]
+        applied = history.applied(conn)
+        audit = history.audit(conn) if details else {}
+        steps = history.steps_done(conn) if details else {}
+    states = [_state(m, applied.get(m.version), len(steps.get(m.version, {})), audit.get(m.version, {}),
+                     fresh=not applied) for m in migrations]
     known = {m.version for m in migrations}
-    for version, (filename, _checksum, applied_at) in sorted(applied.items()):
+    for version, record in sorted(applied.items()):
         if version not in known:
-            missing = Migration(version, FILE_MISSING, filename, "")
-            states.append(MigrationState(missing, applied_at, None))
+            missing = Migration(version, FILE_MISSING, record.filename, "")
+            states.append(MigrationState(missing, record.applied_at, None, 0, audit.get(version, {})))
     return states
 
 
@@ -124,7 +99,8 @@ class SchemaCheck:
     @property
     def ready(self) -> bool:
         """A database ahead of the code is fine (expand/contract deploys run old code on a
-        newer schema); one behind it, or with an edited migration, is not."""
+        newer schema); one behind it, or with an edited migration, is not. A contract step
+        not applied yet is not "behind": the code it ships with works before and after it."""
         return not self.pending and not self.modified
 
 
@@ -132,38 +108,74 @@ def check_schema(database_url: str, *, directory: Path | None = None) -> SchemaC
     """Compare the database's schema_history with this code's migrations. Driver errors
     leave as Conveyor's error family (``conveyor.db.errors``)."""
     with wrap_exceptions():
-        states = status(database_url, directory=directory)
-    by_status: dict[str, list[str]] = {"pending": [], "modified": [], "applied": []}
+        states = status(database_url, directory=directory, details=False)
+    by_status: dict[str, list[str]] = {"pending": [], "modified": [], "applied": [], "held": [], "partial": []}
     ahead = []
     for state in states:
         if state.migration.description == FILE_MISSING:
             ahead.append(state.migration.filename)
         else:
             by_status[state.status].append(state.migration.filename)
-    return SchemaCheck(by_status["pending"], by_status["modified"], ahead)
+    return SchemaCheck(by_status["pending"] + by_status["partial"], by_status["modified"], ahead)
 
 
-def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
+def migrate(database_url: str, *, directory: Path | None = None, contract: bool = False,
+            policy: LockPolicy | None = None) -> list[str]:
     """Apply pending migrations; returns the file names applied (empty when up to date)."""
-    migrations = discover(directory)
-    applied_now: list[str] = []
+    return [r.filename for r in apply_pending(database_url, directory=directory, contract=contract,
+                                              policy=policy).applied]
+
+
+def apply_pending(database_url: str, *, directory: Path | None = None, contract: bool = False,
+                  policy: LockPolicy | None = None, observer: Observer | None = None) -> MigrationRun:
+    """Apply every pending file in version order (contract steps only with ``contract``, or on a
+    fresh database: nothing can run an older release against it)."""
+    migrations = discover(directory or default_directory())
+    run = MigrationRun()
     with _connect(database_url) as conn:
+        conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
         with conn.transaction():
-            conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
-            conn.execute(HISTORY_DDL)
+            history.ensure_tables(conn)
+        applied = history.applied(conn)
+        refuse_edited(migrations, applied)
+        steps = history.steps_done(conn)
+        contract = contract or not applied  # a fresh database has no workers of an older release
         for migration in migrations:
-            with conn.transaction():
-                conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
-                applied = _applied(conn)
-                _refuse_edited(migrations, applied)
-                if migration.version in applied:
-                    continue
-                _act_as_owner(conn)
-                conn.execute(migration.sql)
-                conn.execute(RECORD, {"version": migration.version, "description": migration.description,
-                                      "filename": migration.filename, "checksum": migration.checksum})
-                applied_now.append(migration.filename)
-    return applied_now
+            if migration.version in applied:
+                continue
+            if migration.phase == "contract" and not contract:
+                run.held.append(migration.filename)
+                continue
+            run.applied.append(apply_file(conn, migration, policy or LockPolicy(),
+                                          done_steps=steps.get(migration.version, {}), observer=observer))
+        conn.execute(UNLOCK, {"key": MIGRATION_LOCK_KEY})
+    return run
+
+
+def dry_run(database_url: str, *, directory: Path | None = None, contract: bool = False,
+            policy: LockPolicy | None = None, copy: Literal["template", "dump"] = "template") -> DryRun:
+    """What ``apply_pending`` would do, done on a copy of the database (``migrator/dryrun.py``)."""
+    migrations = discover(directory or default_directory())
+    with _connect(database_url) as conn:
+        applied = history.applied(conn)
+    refuse_edited(migrations, applied)
+    result = DryRun(copy)
+    for migration in migrations:
+        if migration.version not in applied:
+            held = migration.phase == "contract" and not contract
+            (result.held if held else result.pending).append(migration.filename)
+    if not result.pending:
+        return result
+    started = time.monotonic()
+    clone_url = clone_database(database_url, copy)
+    try:
+        run = apply_pending(clone_url, directory=directory, contract=contract, policy=policy,
+                            observer=LockRecorder(clone_url))
+    finally:
+        drop_clone(database_url, str(conninfo_to_dict(clone_url)["dbname"]))
+    result.files = run.applied
+    result.total_ms = round((time.monotonic() - started) * 1000)
+    return result
 
 
 def ensure_partitions(database_url: str, *, months_ahead: int = 3, days_ahead: int = 7) -> list[str]:
@@ -171,10 +183,21 @@ def ensure_partitions(database_url: str, *, months_ahead: int = 3, days_ahead: i
     the next ``months_ahead``, weekly ones (the inbox) until ``days_ahead`` days ahead; returns the
     ones created. Rows the default partitions took for those ranges move in first."""
     with _connect(database_url) as conn, conn.transaction():
-        _act_as_owner(conn)
+        history.act_as_owner(conn)
         ahead = {"months_ahead": months_ahead, "days_ahead": days_ahead}
         rows = conn.execute(CREATE_PARTITIONS, ahead).fetchall()
     return [r[0] for r in rows]
+
+
+def refuse_edited(migrations: list[Migration], applied: dict[int, history.Applied]) -> None:
+    for migration in migrations:
+        record = applied.get(migration.version)
+        if record and record.checksum != migration.checksum:
+            raise MigrationError(
+                f"{migration.filename} was edited after it was applied "
+                f"(checksum {record.checksum[:12]} in the database, {migration.checksum[:12]} on disk); "
+                "add a new migration instead of changing an applied one"
+            )
 
 
 def _connect(database_url: str) -> psycopg.Connection:
@@ -182,38 +205,8 @@ def _connect(database_url: str) -> psycopg.Connection:
     return psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}")
 
 
-def _act_as_owner(conn: psycopg.Connection) -> None:
-    """SET LOCAL ROLE conveyor_owner for the current transaction, once the schema is its."""
-    if _scalar(conn, ACT_AS_OWNER, {"role": OWNER_ROLE}):
-        conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
-
-
-def _scalar(conn: psycopg.Connection, query: str, params: dict[str, object] | None = None) -> object:
-    row = conn.execute(query, params).fetchone()
-    if row is None:
-        raise MigrationError(f"no row from {query.split()[0]} query")
-    return row[0]
-
-
-def _applied(conn: psycopg.Connection) -> dict[int, tuple[str, str, str]]:
-    if not _scalar(conn, HISTORY_EXISTS):
-        return {}
-    rows = conn.execute(APPLIED).fetchall()
-    return {v: (f, c, a) for v, f, c, a in rows}
-
-
-def _refuse_edited(migrations: list[Migration], applied: dict[int, tuple[str, str, str]]) -> None:
-    for migration in migrations:
-        record = applied.get(migration.version)
-        if record and record[1] != migration.checksum:
-            raise MigrationError(
-                f"{migration.filename} was edited after it was applied "
-                f"(checksum {record[1][:12]} in the database, {migration.checksum[:12]} on disk); "
-                "add a new migration instead of changing an applied one"
-            )
-
-
-def _state(migration: Migration, record: tuple[str, str, str] | None) -> MigrationState:
+def _state(migration: Migration, record: history.Applied | None, steps_done: int,
+           audit: dict[str, object], *, fresh: bool) -> MigrationState:
     if record is None:
-        return MigrationState(migration, None, None)
-    return MigrationState(migration, record[2], record[1])
+        return MigrationState(migration, None, None, steps_done, audit, fresh)
+    return MigrationState(migration, record.applied_at, record.checksum, steps_done, audit)

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     blocked_connection_timeout: float = Field(default=60.0, gt=0)
     lock_timeout_ms: int = Field(default=2_000, ge=1)
     statement_timeout_ms: int = Field(default=30_000, ge=1)
+    # Migrations (`conveyor db migrate`, docs/database.md): how long a migration waits for each
+    # lock before it gives up and tries again later, and how many times. Keep the wait below
+    # CONVEYOR_LOCK_TIMEOUT_MS: the workers' statements queue behind a migration's pending lock.
+    migration_lock_timeout_ms: int = Field(default=500, ge=1, le=600_000)
+    migration_lock_attempts: int = Field(default=10, ge=1, le=1_000)
 
     default_tenant: str = Field(default="default", min_length=1, max_length=64)
     # How long an order may stay RESERVED unpaid: "900", "900s", "15m", "1h".
@@ -108,6 +113,19 @@ class Settings(BaseSettings):
     # The key file of customers' personal data (docs/privacy.md); unset: orders that carry
     # a `customer` object are dead-lettered with that reason.
     pii_key_file: str | None = None
+
+    # -- Backups: pgBackRest (`conveyor backup ...`, docs/backup.md) ------------------------------
+    # The stanza (pgBackRest's name for this cluster, archive_command's --stanza) and its
+    # configuration file (unset: pgBackRest's default, /etc/pgbackrest/pgbackrest.conf).
+    pgbackrest_stanza: str = Field(default="conveyor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    pgbackrest_config: str | None = None
+    # The OS user pgbackrest runs as: the data directory's owner (unset: the current user;
+    # switching to another user needs root).
+    pgbackrest_user: str | None = None
+    pgbackrest_bin: str = "pgbackrest"
+    # Where pg_waldump is (reads the newest archived commit); unset: /usr/lib/postgresql/<version>/bin.
+    pg_bindir: str | None = None
+    # -- end of the backup settings ------------------------------------------------------------
 
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -147,6 +147,7 @@ WORKER_PRIVILEGES = {
     "orders.order_transitions": {"INSERT"}, "orders.daily_summaries": set(),
     "messaging.relay_lease": {"SELECT", "UPDATE"},
     "public.schema_history": {"SELECT (version)", "SELECT (filename)", "SELECT (checksum)", "SELECT (applied_at)"},
+    "public.schema_history_steps": set(),  # the runner's progress: nothing of it is the workers'
     "audit.dlq_audit_runs": set(), "audit.dlq_audit_messages": set(), "audit.privacy_requests": set(),
     "messaging.outbox_rotation": {"SELECT"}, "maintenance.periodic_runs": {"SELECT", "UPDATE"},
     "maintenance.partition_sets": {"SELECT"}, "archive.months": set(),

@@ -12,7 +12,22 @@ from conveyor.workers.cli.base import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, comm
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     db = sub.add_parser("db", help="database schema: migrate, status, checksum, partitions, maintain, docs, locks")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    p = db_sub.add_parser("migrate", help="apply pending migrations (refuses if an applied file was edited)")
+    p = db_sub.add_parser(
+        "migrate", help="apply pending migrations (refuses if an applied file was edited); --dry-run on a copy",
+        description="Applies the pending files of db/migrations in version order, each under a lock_timeout "
+                    "(CONVEYOR_MIGRATION_LOCK_TIMEOUT_MS) retried with backoff (CONVEYOR_MIGRATION_LOCK_ATTEMPTS), "
+                    "so a long transaction makes the migration wait, never the workers. Files marked "
+                    "`-- conveyor:no-transaction` run statement by statement and resume where an interrupted run "
+                    "stopped; contract steps (`-- conveyor:contract`) wait for --contract. With --dry-run, the "
+                    "pending files are applied to a copy of the database (dropped afterwards) and each one's time "
+                    "and locks are reported; the database itself is only read. Exit 0 done, 1 refused (an applied "
+                    "file was edited, the locks could not be taken, the copy failed), 3 database unreachable.")
+    p.add_argument("--contract", action="store_true",
+                   help="also apply contract steps: only once every worker runs the code of this release")
+    p.add_argument("--dry-run", action="store_true", help="apply to a copy of the database and report; change nothing")
+    p.add_argument("--copy", choices=("template", "dump"), default="template",
+                   help="how --dry-run copies the database: template (fast; needs no other session connected) "
+                        "or dump (pg_dump snapshot; works while workers run)")
     json_flag(p)
     p = db_sub.add_parser("status", help="list applied and pending migrations",
                           description="Exit 0 when every migration is applied as written; 1 when any is pending or "
@@ -86,13 +101,45 @@ def db_checksum(args: argparse.Namespace) -> int:
 
 @command("db migrate")
 def db_migrate(args: argparse.Namespace) -> int:
-    from conveyor.db.migrate import ensure_partitions, migrate
+    from conveyor.db.migrate import LockPolicy, apply_pending, dry_run, ensure_partitions
 
-    applied = migrate(args.settings.database_url)
-    partitions = ensure_partitions(args.settings.database_url)
-    text = "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
-    emit(args, {"applied": applied, "partitions_created": partitions}, text)
+    settings = args.settings
+    policy = LockPolicy(timeout_ms=settings.migration_lock_timeout_ms, attempts=settings.migration_lock_attempts)
+    if args.dry_run:
+        result = dry_run(settings.database_url, contract=args.contract, policy=policy, copy=args.copy)
+        data = {"dry_run": True, "copy": result.copy, "pending": result.pending, "held": result.held,
+                "files": [f.as_dict() for f in result.files], "total_ms": result.total_ms}
+        emit(args, data, _render_dry_run(data))
+        return EXIT_OK
+    run = apply_pending(settings.database_url, contract=args.contract, policy=policy)
+    partitions = ensure_partitions(settings.database_url)
+    lines = [_applied_line(f.as_dict()) for f in run.applied] or ["database is up to date"]
+    lines += [f"held {name} (a contract step: conveyor db migrate --contract once every worker runs "
+              "this release)" for name in run.held]
+    emit(args, {"applied": [f.filename for f in run.applied], "files": [f.as_dict() for f in run.applied],
+                "held": run.held, "partitions_created": partitions}, "\n".join(lines))
     return EXIT_OK
+
+
+def _applied_line(f: dict) -> str:
+    extra = [f"{f['lock_retries']} lock retr{'y' if f['lock_retries'] == 1 else 'ies'}"] if f["lock_retries"] else []
+    if not f["transactional"]:
+        resumed = f", resumed at {f['resumed_at_step']}" if f["resumed_at_step"] else ""
+        extra.append(f"{f['steps']} statements{resumed}")
+    return f"applied {f['filename']} in {f['execution_ms']} ms" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _render_dry_run(data: dict) -> str:
+    if not data["pending"]:
+        return "dry run: nothing to apply" + "".join(f"\nheld {name}" for name in data["held"])
+    lines = [f"dry run on a {data['copy']} copy: {len(data['pending'])} file(s) would be applied"]
+    for f in data["files"]:
+        lines.append("  " + _applied_line(f).removeprefix("applied "))
+        for lock in f["locks"] or [{"relation": "(no existing relation)", "mode": "-", "blocks": "nothing"}]:
+            lines.append(f"      {lock['mode']:<26} {lock['relation']}  blocks {lock['blocks']}")
+    lines += [f"held {name}" for name in data["held"]]
+    lines.append(f"total {data['total_ms']} ms (copy included); the database itself was not changed")
+    return "\n".join(lines)
 
 
 @command("db status")
@@ -101,11 +148,16 @@ def db_status(args: argparse.Namespace) -> int:
 
     states = status(args.settings.database_url)
     rows = [{"version": s.migration.version, "file": s.migration.filename, "status": s.status,
-             "applied_at": s.applied_at} for s in states]
+             "phase": s.migration.phase, "transactional": s.migration.transactional,
+             "purpose": s.migration.purpose, "applied_at": s.applied_at,
+             **{key: s.audit.get(key) for key in ("applied_by", "client_host", "conveyor_version",
+                                                  "execution_ms", "lock_retries")},
+             **({"steps_done": s.steps_done, "steps_total": len(s.migration.statements())}
+                if not s.migration.transactional else {})} for s in states]
     text = "\n".join(f"{r['version']:>4}  {r['status']:<8}  {r['file']}  {r['applied_at'] or ''}"
-                     for r in rows) or "no migrations"
+                     f"{'  by ' + str(r['applied_by']) if r['applied_by'] else ''}" for r in rows) or "no migrations"
     emit(args, rows, text)
-    return EXIT_FAILED if any(s.status in ("modified", "pending") for s in states) else EXIT_OK
+    return EXIT_FAILED if any(s.status in ("modified", "pending", "partial") for s in states) else EXIT_OK
 
 
 @command("db partitions")
