@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention schemas docs-db
+.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention bench-checksum schemas docs-db
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -63,6 +63,9 @@ bench-fairness: $(STAMP)  ## tenant fairness: other tenants' p99 with and withou
 
 bench-retention: $(STAMP)  ## retention: dropping inbox partitions vs DELETE + VACUUM on 3M rows, intake probed meanwhile (--server machine|throwaway|both)
 	$(BIN)/python -m bench.retention_bench $(BENCH_ARGS)
+
+bench-checksum: $(STAMP)  ## conveyor db checksum on 3M rows vs count(*) and a scan rendering every row as text, same run
+	$(BIN)/python -m bench.checksum_bench $(BENCH_ARGS)
 
 bench-soak: $(STAMP)  ## soak: 200,000 orders on one database, plain and with a pinned xmin; rate, p99, outbox per interval
 	$(BIN)/python -m bench.soak_bench $(BENCH_ARGS)

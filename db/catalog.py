@@ -200,6 +200,9 @@ WHERE (c.relrowsecurity OR p.oid IS NOT NULL) AND NOT c.relispartition
   AND {USER_SCHEMA} AND {_not_extension('pg_class', 'c.oid')}
 """
 
+HISTORY_EXISTS = "SELECT to_regclass('public.schema_history') IS NOT NULL"
+HISTORY = "SELECT version, filename FROM public.schema_history ORDER BY version"
+
 QUERIES = {"schemas": SCHEMAS, "relations": RELATIONS, "routines": ROUTINES, "triggers": TRIGGERS,
            "dependencies": DEPENDENCIES, "schema_privileges": SCHEMA_PRIVILEGES,
            "object_privileges": OBJECT_PRIVILEGES, "row_security": ROW_SECURITY}
@@ -213,7 +216,25 @@ def describe(conn: psycopg.Connection) -> Description:
     with wrap_exceptions(conn), conn.transaction():
         conn.execute(PIN_SEARCH_PATH)
         cursor = conn.cursor(row_factory=dict_row)
-        return {key: cursor.execute(query).fetchall() for key, query in QUERIES.items()}
+        description = {key: cursor.execute(query).fetchall() for key, query in QUERIES.items()}
+        description["migrations"] = _migrations(conn)
+        return description
+
+
+def _migrations(conn: psycopg.Connection) -> list[Row]:
+    """The applied migrations (schema_history), each with its file's phase, mode and purpose."""
+    from conveyor.db.migrate import discover
+
+    if conn.execute(HISTORY_EXISTS).fetchone() == (False,):
+        return []
+    files = {m.version: m for m in discover()}
+    rows = []
+    for version, filename in conn.execute(HISTORY).fetchall():
+        known = files.get(version)
+        rows.append({"version": version, "filename": filename, "phase": known.phase if known else "?",
+                     "transactional": known.transactional if known else None,
+                     "purpose": known.purpose if known else "(no file for this version in this release)"})
+    return rows
 
 
 # -- the Markdown ---------------------------------------------------------------------------
@@ -238,6 +259,13 @@ tables a function reads or writes, or which functions it calls, appears nowhere 
 (only SQL bodies written as `BEGIN ATOMIC` are recorded).
 """
 
+MIGRATIONS_INTRO = """\
+What `conveyor db migrate` applied to this database, in order, and why (each file's first comment
+paragraph). `conveyor db status --json` adds who applied each one, when, from which host and with
+which Conveyor version, how long it took and how many times it waited out a lock
+(docs/operations.md, "Migrations without downtime"). A contract step is applied only by
+`conveyor db migrate --contract` on a database that already had migrations."""
+
 RELKINDS = {"r": "table", "p": "partitioned table", "f": "foreign table", "v": "view",
             "m": "materialized view", "S": "sequence", "routine": "routine"}
 PROKINDS = {"f": "function", "p": "procedure", "a": "aggregate", "w": "window function"}
@@ -259,7 +287,19 @@ def render_markdown(description: Description) -> str:
     parts += _dependencies(description["dependencies"])
     parts += _mermaid(description)
     parts += _privileges(description)
+    parts += _migration_log(description.get("migrations", []))
     return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def _migration_log(rows: list[Row]) -> list[str]:
+    """Every applied migration with its purpose (the first comment paragraph of its file)."""
+    if not rows:
+        return []
+    body = [[str(r["version"]), _code(r["filename"]), r["phase"],
+             {True: "one transaction", False: "statement by statement", None: "?"}[r["transactional"]],
+             _cell(r["purpose"])] for r in sorted(rows, key=lambda r: r["version"])]
+    return ["## Migrations", "", MIGRATIONS_INTRO, "",
+            *_table(["version", "file", "phase", "applied", "purpose"], body), ""]
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

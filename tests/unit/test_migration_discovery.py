@@ -121,3 +121,39 @@ def test_the_shipped_migrations_are_discoverable() -> None:
     assert migrations
     assert migrations[0].version == 1
     assert len({m.version for m in migrations}) == len(migrations)
+
+
+def test_directives_purpose_and_phase_come_from_the_first_lines(tmp_path: Path) -> None:
+    write(tmp_path, "V001__plain.sql", "-- Adds a table.\n-- Second line.\n\n-- not the purpose\nSELECT 1;\n")
+    write(tmp_path, "V002__step.sql", "-- conveyor:no-transaction\n-- conveyor:contract\n-- Drops it.\nSELECT 1;\n")
+    plain, step = discover(tmp_path)
+
+    assert (plain.transactional, plain.phase, plain.purpose) == (True, "expand", "Adds a table. Second line.")
+    assert (step.transactional, step.phase, step.purpose) == (False, "contract", "Drops it.")
+
+
+def test_a_directive_after_the_first_statement_is_only_a_comment(tmp_path: Path) -> None:
+    write(tmp_path, "V001__late.sql", "SELECT 1;\n-- conveyor:no-transaction\n")
+    [late] = discover(tmp_path)
+    assert late.transactional
+
+
+def test_an_unknown_directive_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "V001__typo.sql", "-- conveyor:notransaction\nSELECT 1;\n")
+    with pytest.raises(MigrationError, match="unknown directive 'conveyor:notransaction'"):
+        discover(tmp_path)
+
+
+def test_statements_keep_dollar_quoted_bodies_and_quoted_semicolons_whole(tmp_path: Path) -> None:
+    write(tmp_path, "V001__steps.sql", "-- conveyor:no-transaction\n-- purpose\n"
+          "DO $$ BEGIN PERFORM 1; COMMIT; END $$;\n"
+          "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);  -- trailing\n"
+          "-- a comment on its own\n"
+          "SELECT ';' AS semicolon;\n")
+    [migration] = discover(tmp_path)
+    statements = migration.statements()
+
+    assert len(statements) == 3
+    assert statements[0].endswith("DO $$ BEGIN PERFORM 1; COMMIT; END $$;")
+    assert statements[1].startswith("CREATE INDEX CONCURRENTLY")
+    assert statements[2].endswith("SELECT ';' AS semicolon;")
