@@ -16,7 +16,10 @@ key of ``orders.orders``), with every row of theirs in the tables of ``TABLES``.
    under its lock) and deletes the registry rows. Any difference rolls it all back.
 
 ``restore_month`` does the reverse in one transaction and re-applies privacy erasures made
-since. Functions that take a ``progress`` call it as ``progress(table, rows_done, rows_total)``.
+since. A file names the columns of its day: a column renamed since by an expand/contract
+migration (``RENAMED_COLUMNS``) is loaded into its new name, and of a file made while both
+existed (a trigger kept them equal) the value is loaded once; the checksum proves it either way.
+Functions that take a ``progress`` call it as ``progress(table, rows_done, rows_total)``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -79,6 +82,8 @@ TABLES = (
     Table("orders.order_transitions", ("id", "occurred_at")),
     Table("privacy.order_customers", ("order_id",)),
 )
+# Columns renamed by an expand/contract migration, per table: old name -> new name (V015-V017).
+RENAMED_COLUMNS = {"orders.shipments": {"tracking_number": "tracking_reference"}}
 IN_MONTH = sql.SQL("created_at >= %(lo)s AND created_at < %(hi)s")
 OF_MONTH_ORDERS = sql.SQL("order_id IN (SELECT order_id FROM orders.order_registry "
                           "WHERE created_at >= %(lo)s AND created_at < %(hi)s)")
@@ -409,8 +414,9 @@ def restore_month(conn: psycopg.Connection, month: date, directory: Path, manife
         pin_output_settings(conn)
         for entry in manifest["files"]:
             table = next(t for t in TABLES if t.name == entry["table"])
-            _copy_in(conn, table, entry, directory / entry["file"], progress)
-            _check(entry, rows_checksum(conn, _select(table, entry["columns"], ordered=False), params), progress,
+            columns = restored_columns(table, entry["columns"], table_columns(conn, table))
+            _copy_in(conn, table, entry, columns, directory / entry["file"], progress)
+            _check(entry, rows_checksum(conn, _select(table, columns, ordered=False), params), progress,
                    "checked")
         personal, kept = _scalar_row(conn, ERASE_AGAIN, {**params, "prefix": ERASED_PREFIX,
                                                           "chars": ERASED_HASH_CHARS})
@@ -429,16 +435,39 @@ def _create_partition(conn: psycopg.Connection, month: date) -> None:
         conn.execute("RESET ROLE")
 
 
-def _copy_in(conn: psycopg.Connection, table: Table, entry: dict, path: Path, progress: Progress) -> None:
+def restored_columns(table: Table, archived: list[str], present: list[str]) -> list[str]:
+    """Where each archived column's values go now, in the file's order: its own name, or the
+    new name of a column renamed since (``RENAMED_COLUMNS``). A name may come twice (a file made
+    while both columns existed): the checksum reads it twice, as the file has the value twice."""
+    renamed = RENAMED_COLUMNS.get(table.name, {})
+    return [renamed[name] if name in renamed and name not in present else name for name in archived]
+
+
+def _copy_in(conn: psycopg.Connection, table: Table, entry: dict, columns: list[str], path: Path,
+             progress: Progress) -> None:
+    """COPY the file into ``columns`` (``restored_columns``); a column named twice is loaded once."""
+    keep = [i for i, name in enumerate(columns) if name not in columns[:i]]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        table.identifier, sql.SQL(", ").join(map(sql.Identifier, entry["columns"])))
+        table.identifier, sql.SQL(", ").join(sql.Identifier(columns[i]) for i in keep))
     done = 0
     with conn.cursor() as cur, cur.copy(statement) as copy, gzip.open(path, "rb") as packed:
-        while block := packed.read(CHUNK):
+        for block in _blocks(packed, keep if len(keep) < len(columns) else None):
             copy.write(block)
             done += block.count(b"\n")
             progress(table.name, done, entry["rows"])
     progress(table.name, entry["rows"], entry["rows"])
+
+
+def _blocks(packed: gzip.GzipFile, keep: list[int] | None) -> Iterator[bytes]:
+    """The file's bytes in chunks; with ``keep``, line by line with only those fields (COPY's
+    text format escapes tabs and newlines inside values, so splitting on them is exact)."""
+    if keep is None:
+        while block := packed.read(CHUNK):
+            yield block
+        return
+    for line in packed:
+        fields = line.rstrip(b"\n").split(b"\t")
+        yield b"\t".join(fields[i] for i in keep) + b"\n"
 
 
 # -- one archive command at a time ----------------------------------------------------------

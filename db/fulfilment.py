@@ -15,8 +15,8 @@ ON CONFLICT (payment_id) DO NOTHING
 RETURNING 1
 """
 RECORD_SHIPMENT = """
-INSERT INTO shipments (shipment_id, event, order_id, carrier, tracking_number)
-VALUES (%(shipment_id)s, %(event)s, %(order_id)s, %(carrier)s, %(tracking_number)s)
+INSERT INTO shipments (shipment_id, event, order_id, carrier, tracking_reference)
+VALUES (%(shipment_id)s, %(event)s, %(order_id)s, %(carrier)s, %(tracking_reference)s)
 ON CONFLICT (shipment_id, event) DO NOTHING
 RETURNING 1
 """
@@ -36,9 +36,10 @@ class FulfilmentRepository:
         return row.fetchone() is not None
 
     def record_shipment(self, shipment_id: str, event: str, order_id: UUID, *,
-                        carrier: str | None = None, tracking_number: str | None = None) -> bool:
-        """False when this (shipment id, event) was seen before."""
+                        carrier: str | None = None, tracking_reference: str | None = None) -> bool:
+        """False when this (shipment id, event) was seen before. ``tracking_reference`` is the
+        message's ``tracking_number`` (the column was renamed by V015-V017; the message kept its name)."""
         row = self._conn.execute(RECORD_SHIPMENT, {
             "shipment_id": shipment_id, "event": event, "order_id": order_id, "carrier": carrier,
-            "tracking_number": tracking_number})
+            "tracking_reference": tracking_reference})
         return row.fetchone() is not None

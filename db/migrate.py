@@ -5,7 +5,7 @@ Files in ``db/migrations`` follow Flyway's naming (``V001__create_inventory.sql`
 file runs in its own transaction under a ``lock_timeout``, retried with backoff
 (``migrator/apply.py``), or statement by statement when it says ``-- conveyor:no-transaction``;
 it is recorded in ``schema_history`` with its checksum, who applied it, from where, and how long
-it took. A session advisory lock serialises concurrent deploys, and an applied file whose
+it took. A session advisory lock (polled) serialises concurrent deploys, and an applied file whose
 checksum changed stops everything before anything runs. Contract steps
 (``-- conveyor:contract``) wait for ``contract=True``, except on a fresh database.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import psycopg
+import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from conveyor.db.connection import SEARCH_PATH
@@ -34,9 +35,12 @@ __all__ = ["ACT_AS_OWNER", "FILENAME", "FILE_MISSING", "OWNER_ROLE", "LockPolicy
 
 # Constant key for the advisory lock: "conveyor migrations" (older runners take it per transaction).
 MIGRATION_LOCK_KEY = 0x636F6E766D6967
-LOCK = "SELECT pg_advisory_lock(%(key)s)"
+TRY_LOCK = "SELECT pg_try_advisory_lock(%(key)s)"
+LOCK_POLL_S = 0.2
 UNLOCK = "SELECT pg_advisory_unlock(%(key)s)"
 CREATE_PARTITIONS = "SELECT maintenance.conveyor_maintain_partitions(%(months_ahead)s, %(days_ahead)s, 30000)"
+
+log = structlog.get_logger("conveyor.migrate")
 
 # The description of a version the database applied but this code has no file for.
 FILE_MISSING = "(file missing)"
@@ -133,7 +137,7 @@ def apply_pending(database_url: str, *, directory: Path | None = None, contract:
     migrations = discover(directory or default_directory())
     run = MigrationRun()
     with _connect(database_url) as conn:
-        conn.execute(LOCK, {"key": MIGRATION_LOCK_KEY})
+        _take_migration_lock(conn)
         with conn.transaction():
             history.ensure_tables(conn)
         applied = history.applied(conn)
@@ -176,6 +180,18 @@ def dry_run(database_url: str, *, directory: Path | None = None, contract: bool 
     result.files = run.applied
     result.total_ms = round((time.monotonic() - started) * 1000)
     return result
+
+
+def _take_migration_lock(conn: psycopg.Connection) -> None:
+    """The deploy lock, polled rather than waited for: a session blocked in pg_advisory_lock
+    has a snapshot open, and the CREATE INDEX CONCURRENTLY of the deploy holding the lock
+    waits for every such snapshot to end: a deadlock between two deploys."""
+    waited = False
+    while not history.scalar(conn, TRY_LOCK, {"key": MIGRATION_LOCK_KEY}):
+        if not waited:
+            log.info("migration_waits_for_another_deploy")
+            waited = True
+        time.sleep(LOCK_POLL_S)
 
 
 def ensure_partitions(database_url: str, *, months_ahead: int = 3, days_ahead: int = 7) -> list[str]:

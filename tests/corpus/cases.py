@@ -140,7 +140,7 @@ STORED_AS = {
     ("payment.failed", "reason"): ("payments", "detail", ""),
     ("shipment.dispatched", "shipment_id"): ("shipments", "shipment_id", ""),
     ("shipment.dispatched", "carrier"): ("shipments", "carrier", ""),
-    ("shipment.dispatched", "tracking_number"): ("shipments", "tracking_number", ""),
+    ("shipment.dispatched", "tracking_number"): ("shipments", "tracking_reference", ""),
     ("shipment.delivered", "shipment_id"): ("shipments", "shipment_id", ""),
 }
 

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from conveyor import devservices
 from conveyor.db import archive
 from conveyor.db.checksum import rows_checksum
+from conveyor.db.migrate import discover, migrate
 from conveyor.db.privacy_subject import subject_hash
 from conveyor.workers import cli
 from tests.support.workers import set_stock
@@ -35,6 +39,8 @@ MONTH_TABLES = {
     "orders.order_transitions": (OF_ORDERS, "id, occurred_at"),
     "privacy.order_customers": (OF_ORDERS, "order_id"),
 }
+# The last migration before orders.shipments.tracking_number became tracking_reference (V015-V017).
+LAST_BEFORE_RENAME = 14
 # Text that COPY must escape and give back unchanged.
 AWKWARD = "tab\there, newline\nthere, back\\slash, quote ' \" and ü€"
 
@@ -82,6 +88,14 @@ def insert_order(conn: psycopg.Connection, month: date, day: int, *, status: str
     return order_id
 
 
+def tracking_column(conn: psycopg.Connection) -> sql.Identifier:
+    """The shipments' tracking column: tracking_reference since V015, tracking_number before
+    (one test seeds a database of the release before the rename)."""
+    [renamed] = conn.execute("SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'orders.shipments'::regclass "
+                             "AND attname = 'tracking_reference' AND NOT attisdropped)").fetchone()
+    return sql.Identifier("tracking_reference" if renamed else "tracking_number")
+
+
 def seed(url: str) -> tuple[date, date, date, str]:
     """A finished month nine months ago, a blocked one eight months ago (hot_months is 6)."""
     set_stock(url, "A", 100, tenant=TENANT)
@@ -104,22 +118,42 @@ def seed(url: str) -> tuple[date, date, date, str]:
         conn.execute("INSERT INTO orders.payments VALUES ('pay-1', %(id)s, 'authorized', 19.98, 'EUR', NULL, %(at)s), "
                      "('pay-2', %(c)s, 'refused', NULL, NULL, %(awkward)s, %(at)s)",
                      {"id": delivered, "c": carol, "at": at(old, 4), "awkward": AWKWARD})
-        conn.execute("INSERT INTO orders.shipments VALUES ('ship-1', 'dispatched', %(id)s, 'DHL', NULL, %(at)s), "
-                     "('ship-1', 'delivered', %(id)s, 'DHL', 'TRK-1', %(at)s)", {"id": delivered, "at": at(old, 5)})
+        conn.execute(sql.SQL("INSERT INTO orders.shipments (shipment_id, event, order_id, carrier, {}, received_at) "
+                             "VALUES ('ship-1', 'dispatched', %(id)s, 'DHL', NULL, %(at)s), "
+                             "('ship-1', 'delivered', %(id)s, 'DHL', 'TRK-1', %(at)s)").format(tracking_column(conn)),
+                     {"id": delivered, "at": at(old, 5)})
         insert_order(conn, unfinished, 2, status="PAID", currency="EUR", total="3.0000", customer="dave")
         insert_order(conn, unfinished, 2, status="DELIVERED", currency="EUR", total="3.0000", customer="erin")
     return old, unfinished, current, carol
 
 
-@pytest.fixture
-def cold(database_url, tmp_path, monkeypatch) -> Cold:
+def archive_settings(monkeypatch: pytest.MonkeyPatch, database_url: str, root: Path) -> None:
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", database_url)
-    monkeypatch.setenv("CONVEYOR_ARCHIVE_DIR", str(tmp_path / "archive"))
+    monkeypatch.setenv("CONVEYOR_ARCHIVE_DIR", str(root))
     monkeypatch.setenv("CONVEYOR_HOT_MONTHS", "6")
     monkeypatch.setenv("CONVEYOR_LOG_FORMAT", "json")
     monkeypatch.setenv("CONVEYOR_OPERATOR", "test-operator")
+
+
+@pytest.fixture
+def cold(database_url, tmp_path, monkeypatch) -> Cold:
+    archive_settings(monkeypatch, database_url, tmp_path / "archive")
     old, unfinished, current, carol = seed(database_url)
     return Cold(database_url, tmp_path / "archive", old, unfinished, current, carol)
+
+
+@pytest.fixture
+def before_the_rename(services, tmp_path, monkeypatch) -> Iterator[tuple[str, Path]]:
+    """A database of the release before V015 (shipments.tracking_number) and the archive's root."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for migration in discover():
+        if migration.version <= LAST_BEFORE_RENAME:
+            (directory / migration.filename).write_text(migration.sql)
+    with devservices.fresh_database(services, prefix="conveyor_archive") as url:
+        migrate(url, directory=directory)
+        archive_settings(monkeypatch, url, tmp_path / "archive")
+        yield url, tmp_path / "archive"
 
 
 def conveyor(capsys, *args: str) -> tuple[int, str, str]:
@@ -336,6 +370,30 @@ def test_a_failed_commit_rolls_back_keeps_the_files_and_a_rerun_archives(cold, c
     # ... and a rerun, with nobody in the way, archives the month
     assert conveyor(capsys, "archive", "run", "--month", archive.label(cold.old))[0] == 0
     assert not partition_exists(cold.url, cold.old)
+
+
+@pytest.mark.parametrize("archived", ["before V015", "between V016 and V017"])
+def test_a_month_archived_before_the_tracking_column_was_renamed_restores_into_the_new_one(
+        before_the_rename, capsys, archived):
+    # Given a month archived when shipments had tracking_number (alone, or beside tracking_reference)
+    url, root = before_the_rename
+    old = seed(url)[0]
+    if archived == "between V016 and V017":
+        migrate(url)  # expand and backfill; the contract step held
+    shipments = "SELECT shipment_id, event, {} FROM orders.shipments ORDER BY 1, 2"
+    before = execute(url, shipments.format("tracking_number"))
+    assert conveyor(capsys, "archive", "run", "--month", archive.label(old))[0] == 0
+    files = json.loads((root / archive.label(old) / "manifest.json").read_text())["files"]
+    assert "tracking_number" in next(f for f in files if f["table"] == "orders.shipments")["columns"]
+
+    # When the contract step has dropped tracking_number and the month is restored
+    migrate(url, contract=True)
+    code, _, err = conveyor(capsys, "archive", "restore", archive.label(old))
+
+    # Then it restores (checksums and all), the old column's values in the new one
+    assert code == 0, err
+    assert execute(url, shipments.format("tracking_reference")) == before
+    assert ("TRK-1",) in [row[2:] for row in before]
 
 
 @pytest.mark.parametrize("args", [("archive", "restore", "2026-13"), ("archive", "restore", "26-01"),

@@ -15,7 +15,7 @@ from conveyor.workers.runtime.spec import HandlerContext, Route, WorkerSpec, eve
 def handle_dispatched(message: ShipmentDispatched, uow: UnitOfWork, ctx: HandlerContext) -> str:
     order = transitions.locked_order(uow, message.order_id)
     if not uow.fulfilment.record_shipment(message.shipment_id, "dispatched", message.order_id,
-                                          carrier=message.carrier, tracking_number=message.tracking_number):
+                                          carrier=message.carrier, tracking_reference=message.tracking_number):
         return "duplicate_shipment"
     return transitions.apply(uow, order, Event.SHIPMENT_DISPATCHED,
                              Details(message_id=ctx.message_id, shipment_id=message.shipment_id,

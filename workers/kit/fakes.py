@@ -166,7 +166,7 @@ class FakeFulfilment:
         return True
 
     def record_shipment(self, shipment_id: str, event: str, order_id: UUID, *,
-                        carrier: str | None = None, tracking_number: str | None = None) -> bool:
+                        carrier: str | None = None, tracking_reference: str | None = None) -> bool:
         if (shipment_id, event) in self.world.shipments:
             return False
         self.world.shipments.add((shipment_id, event))
