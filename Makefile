@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention bench-checksum schemas docs-db
+.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention bench-checksum schemas docs-db drill
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -69,6 +69,10 @@ bench-checksum: $(STAMP)  ## conveyor db checksum on 3M rows vs count(*) and a s
 
 bench-soak: $(STAMP)  ## soak: 200,000 orders on one database, plain and with a pinned xmin; rate, p99, outbox per interval
 	$(BIN)/python -m bench.soak_bench $(BENCH_ARGS)
+
+DRILL_ARGS ?=
+drill: $(STAMP) tools  ## restore drill: workers + traffic, backup, T, disaster, restore to T; prints RPO/RTO (DRILL_ARGS="--disaster drop-table")
+	$(BIN)/python -m tests.drill.run $(DRILL_ARGS)
 
 CHAOS_SECONDS ?= 600
 CHAOS_SEED    ?=

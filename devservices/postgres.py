@@ -13,7 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Literal
 
@@ -107,14 +107,23 @@ class RestartablePostgres:
     acknowledged survives ``stop()``; only ``fsync`` is off, because the machine itself
     does not crash in these tests (the kernel still has every write). The throwaway server
     of the suite and the demo is this class with ``durable=False`` in a given ``workdir``.
+
+    ``settings`` (extra ``-c name=value`` server settings, e.g. ``archive_mode``,
+    ``archive_command``) marks a server whose WAL is archived and restored (backups, point-in-time
+    recovery): such a server keeps ``full_page_writes`` on, without which recovery cannot repair
+    the torn pages of a base backup copied while pages changed; without ``settings`` the
+    server starts exactly as before. ``use_data_directory(path)`` points a
+    stopped server at another data directory (a restored one), on the same port.
     """
 
-    def __init__(self, *, workdir: str | None = None, durable: bool = True) -> None:
+    def __init__(self, *, workdir: str | None = None, durable: bool = True,
+                 settings: Mapping[str, str] | None = None) -> None:
         self._stack = ExitStack()
         self._server: subprocess.Popen | None = None
         self._own_workdir = workdir is None
         self.workdir = workdir or ""
         self.durable = durable
+        self.settings = dict(settings) if settings is not None else None
         self.data_directory = ""
         self.database_url = ""
         self.port = 0
@@ -165,8 +174,7 @@ class RestartablePostgres:
         with open(log_path, "ab") as log_file:
             self._server = subprocess.Popen(
                 [f"{self.bindir}/postgres", "-D", self.data_directory, "-p", str(self.port), "-k", self.workdir,
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                 *(() if self.durable else ("-c", "synchronous_commit=off"))],
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", *self._server_settings()],
                 cwd=self.workdir, env=self._env, stdin=subprocess.DEVNULL, stdout=log_file,
                 stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent(signal.SIGQUIT), **self._as_user,  # type: ignore[call-overload]
@@ -176,6 +184,23 @@ class RestartablePostgres:
             server, self._server = self._server, None
             _stop_process(server, signal.SIGQUIT, grace=5)
             raise DevServicesError(f"PostgreSQL did not start; its log says:\n{_tail(log_path)}")
+
+    def _server_settings(self) -> list[str]:
+        """``-c`` arguments after fsync: as before without ``settings``; with them, full page
+        writes stay on (unless a setting says otherwise) and each setting follows."""
+        args = [] if self.settings is not None else ["-c", "full_page_writes=off"]
+        if not self.durable:
+            args += ["-c", "synchronous_commit=off"]
+        for name, value in (self.settings or {}).items():
+            args += ["-c", f"{name}={value}"]
+        return args
+
+    def use_data_directory(self, path: str) -> None:
+        """Serve ``path`` (e.g. a restored data directory, owned by the server's user) from the
+        next ``start()`` on; the server must be stopped."""
+        if self.running:
+            raise DevServicesError("stop the server before pointing it at another data directory")
+        self.data_directory = path
 
     def stop(self, *, mode: Literal["immediate", "fast", "smart"] = "immediate") -> None:
         """``pg_ctl stop -m MODE`` (as the server's user), then reap the server."""

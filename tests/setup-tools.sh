@@ -3,7 +3,9 @@
 # - node and the official AsyncAPI parser, @asyncapi/parser, pinned, in .tools/node_modules
 #   (tests/integration/test_asyncapi_parser.py validates schemas/asyncapi.yaml with it);
 #   node/npm from Debian's `nodejs` and `npm` packages when node is missing;
-# - promtool (tests/unit/test_alert_rules.py checks and unit-tests deploy/prometheus/ with it).
+# - promtool (tests/unit/test_alert_rules.py checks and unit-tests deploy/prometheus/ with it);
+# - pgbackrest (tests/integration/test_backup.py, test_drill.py and `make drill`), from Debian's
+#   `pgbackrest` package (no recommends; it starts no server).
 # Idempotent: does nothing for a tool already there. Installs Debian's `prometheus`
 # package otherwise, and makes sure the install leaves no Prometheus server running
 # (nothing may listen on 9090 afterwards). Needs root (apt-get) only when it installs.
@@ -52,6 +54,26 @@ ensure_asyncapi_parser() {
 }
 
 ensure_asyncapi_parser
+
+cannot_install_pgbackrest() {
+    echo "setup-tools: pgbackrest is missing and $1; install Debian's pgbackrest package by hand" >&2
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+}
+
+ensure_pgbackrest() {
+    if command -v pgbackrest >/dev/null 2>&1; then
+        echo "setup-tools: pgbackrest found at $(command -v pgbackrest) ($(pgbackrest version))"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || { cannot_install_pgbackrest "there is no apt-get here"; return 0; }
+    [ "$(id -u)" -eq 0 ] || { cannot_install_pgbackrest "installing it needs root (apt-get install pgbackrest)"; return 0; }
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null
+    command -v pgbackrest >/dev/null 2>&1 || { echo "setup-tools: installed pgbackrest but it is not on PATH" >&2; exit 1; }
+    echo "setup-tools: installed $(pgbackrest version) from Debian's pgbackrest package"
+}
+
+ensure_pgbackrest
 
 if command -v promtool >/dev/null 2>&1; then
     echo "setup-tools: promtool found at $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"
