@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,7 +43,8 @@ def dlq(settings, *args: str, stdin: str = "", operator: str = OPERATOR) -> Resu
     from conveyor.workers.cli import main
 
     env = {"CONVEYOR_DATABASE_URL": settings.database_url, "CONVEYOR_AMQP_URL": settings.amqp_url,
-           "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "WARNING", "CONVEYOR_OPERATOR": operator}
+           "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "WARNING", "CONVEYOR_OPERATOR": operator,
+           "CONVEYOR_MANAGEMENT_URL": settings.management_url or ""}
     out, err = io.StringIO(), io.StringIO()
     with _environment(env), _stdin(stdin), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -135,6 +137,48 @@ def drain(amqp_url: str, queue: str) -> list[tuple[BasicProperties, bytes]]:
             if method is None:
                 return taken
             taken.append((properties, body))
+    finally:
+        connection.close()
+
+
+def dead_lettered_by_broker(amqp_url: str, body: bytes, properties: BasicProperties, *, queue: str = DLQ,
+                            source: str = "conveyor.test.expiring") -> None:
+    """Let the broker itself dead-letter a message into ``queue`` (it expires in a TTL queue), so it
+    carries a real ``x-death`` and ``x-first-death-*`` headers; returns once it is there."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        before = channel.queue_declare(queue, passive=True).method.message_count
+        channel.queue_declare(source, durable=True, arguments={
+            "x-message-ttl": 1, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue})
+        channel.basic_publish("", source, body, properties, mandatory=True)
+        deadline = time.monotonic() + 10
+        while channel.queue_declare(queue, passive=True).method.message_count == before:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the broker did not dead-letter into {queue}")
+            connection.sleep(0.02)
+        channel.queue_delete(source)
+    finally:
+        connection.close()
+
+
+def first_delivery_marks(amqp_url: str, queue: str) -> list[tuple[bool, object]]:
+    """(redelivered, x-delivery-count) of each message, taken with a consumer and handed back by a
+    bare Channel.Close: shows whether anything had held them before."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        depth = channel.queue_declare(queue, passive=True).method.message_count
+        marks: list[tuple[bool, object]] = []
+        channel.basic_qos(prefetch_count=max(depth, 1))
+        channel.basic_consume(queue, lambda _c, method, props, _b: marks.append(
+            (method.redelivered, (props.headers or {}).get("x-delivery-count"))))
+        deadline = time.monotonic() + 10
+        while len(marks) < depth and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.05)
+        channel._impl.close()  # noqa: SLF001 - as the console does: the broker returns them in order
+        return marks
     finally:
         connection.close()
 

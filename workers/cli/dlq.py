@@ -1,8 +1,9 @@
 """``conveyor dlq ...``: argument parsing and output only; the work is in the sibling modules.
 
 Registered through ``conveyor.workers.cli.EXTENSIONS``. Exit codes as everywhere: 0 ok, 1 failed
-(or found a problem: a canary stop, messages that failed again, a busy DLQ), 2 usage,
-3 database or broker unreachable, 4 not found (queue, message id, group, audit run).
+(or found a problem: a canary stop, messages that failed again, a busy DLQ, a DLQ declared
+differently or with a delivery limit), 2 usage, 3 database or broker unreachable, 4 not found
+(queue, message id, group, audit run).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from uuid import UUID
 from conveyor.workers.cli.base import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, command, emit, json_flag
 
 PROGRESS_MIN = 100   # replays scanning fewer messages print no progress line (unless on a TTY)
+# The actions that hold a DLQ's messages (a session), and so may meet a delivery limit.
+SESSION_ACTIONS = ("stats", "list", "groups", "show", "replay", "purge", "export", "import")
 
 
 # -- parsers ---------------------------------------------------------------------------------
@@ -38,6 +41,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _export_parser(actions)
     _import_parser(actions)
     _audit_parser(actions)
+    for name in SESSION_ACTIONS:
+        _accept_limit_flag(actions.choices[name])
 
 
 def _stats_parser(actions) -> None:
@@ -125,6 +130,12 @@ def _audit_parser(actions) -> None:
     json_flag(p)
 
 
+def _accept_limit_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accept-delivery-limit", action="store_true",
+                   help="look even though a delivery limit applies to the DLQ (each look counts towards it; "
+                        "the command stops before a message nears it). See docs/dlq.md.")
+
+
 def _target_flags(p: argparse.ArgumentParser, *, extra: tuple[str, ...]) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--id", dest="ids", action="extend", nargs="+", metavar="ID",
@@ -191,15 +202,20 @@ def dlq_errors(fn):
     """The console's own failures as one line and an exit code (others go to conveyor.workers.cli)."""
     @functools.wraps(fn)
     def guarded(args: argparse.Namespace) -> int:
-        from conveyor.workers.dlq.reader import DlqBusy, DlqNotFound, DlqUnsafe
+        from conveyor.workers.dlq.reader import ACCEPT_DELIVERY_LIMIT, DlqBusy, DlqDeliveryLimit, DlqNotFound, DlqUnsafe
+        token = ACCEPT_DELIVERY_LIMIT.set(getattr(args, "accept_delivery_limit", False))
         try:
             return fn(args)
         except (DlqNotFound, FileNotFoundError) as error:
             return _fail(args, "not_found", str(error), EXIT_NOT_FOUND)
+        except DlqDeliveryLimit as error:
+            return _fail(args, "delivery_limit", str(error), EXIT_FAILED)
         except (DlqBusy, DlqUnsafe) as error:
             return _fail(args, "refused", str(error), EXIT_FAILED)
         except FileExistsError as error:
             return _fail(args, "exists", str(error), EXIT_USAGE)
+        finally:
+            ACCEPT_DELIVERY_LIMIT.reset(token)
     return guarded
 
 
@@ -247,7 +263,9 @@ def dlq_stats(args: argparse.Namespace) -> int:
                    fmt_time(r["oldest_failure"]), fmt_time(r["newest_failure"]), r["state"]) for r in rows])
     emit(args, jsonable(rows), text)
     missing = args.queues and any(r["state"] == "not declared" for r in rows)
-    return EXIT_NOT_FOUND if missing else EXIT_OK
+    if missing:
+        return EXIT_NOT_FOUND
+    return EXIT_FAILED if any(r["state"].startswith("refused") for r in rows) else EXIT_OK
 
 
 @command("dlq list")
@@ -259,11 +277,12 @@ def dlq_list(args: argparse.Namespace) -> int:
     selection, dlq = _selection(args), _dlq(args)
     with DlqSession(args.settings, dlq) as session:
         matching = [h.letter for h in session.snapshot() if selection.matches(h.letter)]
-        depth = session.depth
+        depth, limit = session.depth, session.delivery_limit
     shown = matching[:args.limit] if args.limit else matching
     text = table(LETTER_HEADERS, [letter_row(letter) for letter in shown])
     text += f"\n{len(shown)} shown, {len(matching)} matching, {depth} in {dlq}"
     emit(args, {"queue": dlq, "depth": depth, "matching": len(matching),
+                "delivery_limit": limit.as_json() if limit else None,
                 "letters": [letter_json(letter) for letter in shown]}, text)
     return EXIT_OK
 

@@ -11,11 +11,15 @@ SIGKILLed; messages taken with ``basic.get`` come back reordered, which is why i
 used. The only trace of a look is the broker's own redelivery marker (``redelivered``,
 ``x-delivery-count`` + 1).
 
-Two guards keep that promise: an exclusive, auto-deleted lock queue per DLQ (quorum
+Three guards keep that promise: an exclusive, auto-deleted lock queue per DLQ (quorum
 queues in 3.10 ignore ``exclusive`` consumers, so two sessions would split the messages
-between them), and a re-declaration of the DLQ with Conveyor's exact arguments, which the
-broker refuses when the queue has a delivery limit, TTL or length limit that could drop
-a message handed back by a look.
+between them); a re-declaration of the DLQ with Conveyor's exact arguments for the broker's
+version (``topology.dlq_arguments``), which the broker refuses when the queue has a TTL, a
+length limit or a delivery limit of its own; and the *effective* delivery limit
+(``limits``: the argument, the 4.x default of 20, and the policies when the management API
+is configured), checked before anything is held. Every return counts towards a quorum
+queue's delivery limit, so a finite one refuses the look (``DlqDeliveryLimit``) unless the
+operator accepted it, and then the session stops before a message nears it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +36,12 @@ import pika.exceptions
 from pika.spec import BasicProperties
 
 from conveyor.workers.config import Settings
+from conveyor.workers.dlq import limits
 from conveyor.workers.dlq.letters import DeadLetter, read_letter
 from conveyor.workers.runtime import amqp, topology
 
-DLQ_ARGUMENTS = {"x-queue-type": "quorum"}   # as conveyor.workers.runtime.topology.declare_worker declares it
+# The operator's `--accept-delivery-limit`, set by the CLI for the command it runs.
+ACCEPT_DELIVERY_LIMIT: ContextVar[bool] = ContextVar("accept_delivery_limit", default=False)
 MAX_PREFETCH = 65_535                        # AMQP's prefetch-count is 16 bits; 0 means unlimited
 ARRIVAL_MARGIN = 1_000                       # room for messages arriving during a session (canary)
 
@@ -53,6 +60,14 @@ class DlqBusy(DlqError):
 
 class DlqUnsafe(DlqError):
     """The DLQ's arguments differ from Conveyor's: returning messages to it might drop them."""
+
+
+class DlqDeliveryLimit(DlqUnsafe):
+    """A finite delivery limit applies to the DLQ: looks would wear its messages down."""
+
+    def __init__(self, text: str, *, summary: str) -> None:
+        super().__init__(text)
+        self.summary = summary   # one line for tables (`dlq stats`)
 
 
 class PublishRefused(DlqError):
@@ -83,10 +98,14 @@ def lock_queue_name(dlq: str) -> str:
 class DlqSession:
     """One connection holding the DLQ's lock, a snapshot consumer and a confirming publisher."""
 
-    def __init__(self, settings: Settings, dlq: str, *, idle_timeout: float = 3.0) -> None:
+    def __init__(self, settings: Settings, dlq: str, *, idle_timeout: float = 3.0,
+                 accept_delivery_limit: bool | None = None) -> None:
         self.settings, self.dlq, self.idle_timeout = settings, dlq, idle_timeout
+        self.accept_delivery_limit = (ACCEPT_DELIVERY_LIMIT.get() if accept_delivery_limit is None
+                                      else accept_delivery_limit)
         self.depth = 0                # messages in the DLQ when the session started
         self.incomplete = False       # fewer than `depth` arrived: someone else took some
+        self.delivery_limit: limits.DeliveryLimit | None = None   # what applies, once entered
         # pika objects once entered (pika ships no type information)
         self._connection: Any = None
         self._consumer: Any = None
@@ -157,6 +176,7 @@ class DlqSession:
                 continue
             idle_since = time.monotonic()
             tag, properties, body = self._snapshot.popleft()
+            self._check_wear(properties, position)
             yield Held(tag, properties, body, read_letter(properties, body, position=position))
             position += 1
 
@@ -166,6 +186,7 @@ class DlqSession:
         taken = []
         while self._arrivals:
             tag, properties, body = self._arrivals.popleft()
+            self._check_wear(properties, -1)
             taken.append(Held(tag, properties, body, read_letter(properties, body, position=-1)))
         return taken
 
@@ -201,15 +222,65 @@ class DlqSession:
     # -- set-up -------------------------------------------------------------------------------
 
     def _check_queue(self) -> None:
+        """Before anything is held: the DLQ exists, has Conveyor's arguments, and no finite
+        delivery limit applies to it (or the operator accepted one)."""
         if not self.queue_exists(self.dlq):
             raise DlqNotFound(f"queue {self.dlq!r} does not exist")
+        version = topology.broker_version(self._connection)
+        argument = self._declared_limit_argument(version)
+        self.delivery_limit = limits.assess(version, argument, self._policies())
+        if self.delivery_limit.limit is not None and not self.accept_delivery_limit:
+            raise DlqDeliveryLimit(limits.refusal(self.dlq, self.delivery_limit), summary=(
+                f"delivery limit {self.delivery_limit.limit} ({self.delivery_limit.reason})"))
+
+    def _declared_limit_argument(self, version: tuple[int, ...] | None) -> int | None:
+        """The DLQ's ``x-delivery-limit`` argument, found by re-declaring it with the shapes
+        Conveyor declares (this version's first, then the other one: a DLQ from before an
+        upgrade). Any other argument (TTL, length, a limit of its own) is refused (DlqUnsafe)."""
+        first_refusal = None
+        for arguments in _dlq_shapes(version):
+            refusal = self._redeclare(arguments)
+            if refusal is None:
+                return arguments.get("x-delivery-limit")
+            first_refusal = first_refusal or refusal
+            if "x-delivery-limit" not in refusal:
+                break
+        raise DlqUnsafe(f"{self.dlq!r} is not declared as Conveyor declares a DLQ "
+                        f"({first_refusal}); refusing to hand messages back to it")
+
+    def _redeclare(self, arguments: dict) -> str | None:
+        """None when the broker accepts the declaration as equivalent, else its reason."""
         channel = self._connection.channel()
         try:
-            channel.queue_declare(self.dlq, durable=True, arguments=DLQ_ARGUMENTS)
+            channel.queue_declare(self.dlq, durable=True, arguments=arguments)
         except pika.exceptions.ChannelClosedByBroker as error:
-            raise DlqUnsafe(f"{self.dlq!r} is not declared as Conveyor declares a DLQ "
-                            f"({error.reply_text[:200]}); refusing to hand messages back to it") from None
+            return str(error.reply_text)[:200]
         channel.close()
+        return None
+
+    def _policies(self) -> limits.Policies | None:
+        """The policies applying to the DLQ, when the management API is configured."""
+        if not self.settings.management_url:
+            return None
+        try:
+            return limits.fetch_policies(self.settings.management_url, self.settings.amqp_url, self.dlq)
+        except limits.ManagementUnavailable as error:
+            raise DlqUnsafe(f"cannot tell which policies apply to {self.dlq!r}: {error}; unset "
+                            "CONVEYOR_MANAGEMENT_URL to check the queue's arguments only") from None
+
+    def _check_wear(self, properties: BasicProperties, position: int) -> None:
+        """With an accepted finite limit: stop before a look leaves a message too few returns."""
+        limit = self.delivery_limit.limit if self.delivery_limit else None
+        if limit is None:
+            return
+        left = limits.returns_left(limit, properties.headers)
+        if left < limits.SPARE_LOOKS:
+            raise DlqDeliveryLimit(
+                f"message {properties.message_id or '(no message_id)'} at position {position + 1} of {self.dlq!r} "
+                f"survives only {max(left, 0)} more look(s) under its delivery limit of {limit} "
+                f"({self.delivery_limit.reason if self.delivery_limit else ''}); stopped: replay or export it, or "
+                "lift the limit (docs/dlq.md, 'Looking never wears a message down')",
+                summary=f"a message is {max(left, 0)} look(s) from its delivery limit of {limit}")
 
     def _depth(self) -> int:
         channel = self._connection.channel()
@@ -251,3 +322,11 @@ class DlqSession:
             raise
         channel.close()
         return True
+
+
+def _dlq_shapes(version: tuple[int, ...] | None) -> list[dict]:
+    """The DLQ arguments Conveyor declares on this broker, then those of the other version line."""
+    expected = topology.dlq_arguments(version)
+    other = topology.dlq_arguments(None if topology.has_default_delivery_limit(version)
+                                   else topology.DEFAULT_DELIVERY_LIMIT_SINCE)
+    return [expected, other]

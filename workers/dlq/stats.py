@@ -7,7 +7,7 @@ from datetime import datetime
 
 from conveyor.workers.config import Settings
 from conveyor.workers.dlq.letters import DeadLetter
-from conveyor.workers.dlq.reader import DlqBusy, DlqNotFound, DlqSession
+from conveyor.workers.dlq.reader import DlqBusy, DlqDeliveryLimit, DlqNotFound, DlqSession
 from conveyor.workers.runtime.topology import dlq_name
 
 
@@ -30,6 +30,8 @@ def queue_stats(settings: Settings, work_queue: str) -> dict:
         return {**row, "state": "not declared", **_empty()}
     except DlqBusy:
         return {**row, "state": "busy (another dlq command)", **_empty()}
+    except DlqDeliveryLimit as error:
+        return {**row, "state": f"refused: {error.summary}", **_empty()}
 
 
 def _empty() -> dict[str, int | datetime | None]:

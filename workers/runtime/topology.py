@@ -3,13 +3,21 @@
 Per work queue: a quorum queue with an explicit delivery limit, one retry queue per
 delay tier (queue-level TTL, dead-lettering back to the work queue) and ``<queue>.dlq``;
 a queue whose messages may be deferred for tenant fairness also has ``<queue>.defer.<N>s``.
+
+A DLQ must never have a delivery limit (it has nowhere to dead-letter, so a limit drops the
+letters a console look hands back): its arguments depend on the broker's version, see
+``dlq_arguments`` and docs/dlq.md, "Looking never wears a message down".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
+import pika.exceptions
+
 from conveyor.schemas.names import INBOUND_EXCHANGES, OUTBOUND_EXCHANGES
+from conveyor.workers.logging import get_logger
 from conveyor.workers.runtime.spec import WorkerSpec
 from conveyor.workers.runtime.throttle import DEFER_TIERS
 
@@ -18,10 +26,76 @@ __all__ = ["INBOUND_EXCHANGES", "OUTBOUND_EXCHANGES"]  # re-exported: declared h
 # blocking the relay (publishes are mandatory); bounded, oldest dropped first.
 UNROUTED = "conveyor.unrouted"
 UNROUTED_MAX_LENGTH = 100_000
+log = get_logger("conveyor.topology")
+
+
+# RabbitMQ 4.0 gave every quorum queue a default delivery limit of 20; `x-delivery-limit: -1`
+# lifts it. 3.x has no default and takes -1 as 0 (measured on 3.10.8: the message is dropped
+# at its first return), so -1 may only be declared on a broker that has the default.
+DEFAULT_DELIVERY_LIMIT_SINCE = (4, 0)
+NO_DELIVERY_LIMIT = -1
 
 
 def dlq_name(queue: str) -> str:
     return f"{queue}.dlq"
+
+
+def parse_version(value: object) -> tuple[int, ...] | None:
+    """``"4.1.0"``, ``b"3.10.8"``, ``"4.0.0-rc.2"`` → (4, 1, 0), ...; None when unreadable."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if not isinstance(value, str):
+        return None
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", value.strip())
+    return tuple(int(part) for part in match.groups() if part is not None) if match else None
+
+
+def broker_version(connection: object) -> tuple[int, ...] | None:
+    """The broker's version, from the ``server_properties`` of its ``connection.start``
+    (a pika ``BlockingConnection``, or its ``_impl``); None when it did not say."""
+    impl = getattr(connection, "_impl", connection)
+    properties = getattr(impl, "server_properties", None)
+    return parse_version(properties.get("version")) if isinstance(properties, dict) else None
+
+
+def has_default_delivery_limit(version: tuple[int, ...] | None) -> bool:
+    return version is not None and version >= DEFAULT_DELIVERY_LIMIT_SINCE
+
+
+def dlq_arguments(version: tuple[int, ...] | None) -> dict:
+    """How a DLQ is declared on a broker of this version so that no delivery limit applies.
+    An unknown version gets the 3.x shape: -1 there would mean "drop at the first return"."""
+    arguments: dict = {"x-queue-type": "quorum"}
+    if has_default_delivery_limit(version):
+        arguments["x-delivery-limit"] = NO_DELIVERY_LIMIT
+    return arguments
+
+
+def declare_dlq(channel, queue: str) -> None:
+    """Declare ``queue`` as a DLQ with the arguments for the broker ``channel`` is on."""
+    connection = getattr(channel, "connection", None)
+    version = broker_version(connection)
+    if version is None or not has_default_delivery_limit(version):
+        channel.queue_declare(queue, durable=True, arguments=dlq_arguments(version))
+        return
+    _declare_dlq_own_channel(connection, queue, version)
+
+
+def _declare_dlq_own_channel(connection, queue: str, version: tuple[int, ...]) -> None:
+    """On 4.x, on a channel of its own: a DLQ declared before the upgrade (without the
+    argument) refuses the new arguments with 406. That must not stop the workers, which only
+    publish to it; the console refuses to look at such a DLQ and says how to fix it."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue, durable=True, arguments=dlq_arguments(version))
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != 406 or "x-delivery-limit" not in str(error.reply_text):
+            raise
+        log.warning(
+            "dlq_declared_without_delivery_limit_argument", queue=queue, detail=str(error.reply_text)[:300],
+            fix="docs/dlq.md, 'Looking never wears a message down': recreate it (export, delete, declare, import)")
+        return
+    channel.close()
 
 
 def retry_queue_name(queue: str, delay_seconds: int) -> str:
@@ -70,7 +144,7 @@ def declare_exchanges(channel) -> None:
 
 
 def declare_worker(channel, spec: WorkerSpec, *, retry_delays: Iterable[int], delivery_limit: int) -> None:
-    channel.queue_declare(dlq_name(spec.queue), durable=True, arguments={"x-queue-type": "quorum"})
+    declare_dlq(channel, dlq_name(spec.queue))
     channel.queue_declare(spec.queue, durable=True,
                           arguments=work_queue_arguments(spec.queue, delivery_limit=delivery_limit))
     for delay in sorted(set(retry_delays)):
