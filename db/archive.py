@@ -42,7 +42,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from conveyor.db.checksum import changed_rows_checksum, pin_output_settings, rows_checksum
-from conveyor.db.connection import transaction
+from conveyor.db.connection import require_direct, snapshot, transaction
 from conveyor.db.crypto import fsync_directory
 from conveyor.db.migrate import ACT_AS_OWNER, OWNER_ROLE
 from conveyor.db.privacy_subject import ERASED_HASH_CHARS, ERASED_PREFIX, SUBJECT_HASH_SQL
@@ -237,8 +237,7 @@ def catalogue(conn: psycopg.Connection, month: date | None = None) -> list[dict]
 
 def table_counts(conn: psycopg.Connection, month: date) -> dict[str, int]:
     """Rows per table the month holds, in one snapshot (what ``--dry-run`` reports)."""
-    with transaction(conn):
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with snapshot(conn):
         return {t.name: _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t.identifier, _where(t)),
                                 bounds(month)) for t in TABLES}
 
@@ -252,8 +251,7 @@ def export_month(conn: psycopg.Connection, month: date, root: Path, *, operator:
     temporary = root / f".{label(month)}.tmp-{secrets.token_hex(4)}"
     temporary.mkdir(parents=True)
     try:
-        with transaction(conn):
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        with snapshot(conn):
             pin_output_settings(conn)
             files = [_export_table(conn, t, month, temporary, progress) for t in TABLES]
             version = _scalar(conn, SCHEMA_VERSION)
@@ -475,6 +473,7 @@ def _blocks(packed: gzip.GzipFile, keep: list[int] | None) -> Iterator[bytes]:
 def try_lock(conn: psycopg.Connection) -> bool:
     """The session lock every ``conveyor archive run|restore`` holds while it works (released
     when its connection closes): two runs would race for the same month's files."""
+    require_direct(conn, "conveyor archive")
     return bool(_scalar(conn, TRY_LOCK, {"key": ARCHIVE_LOCK_KEY}))
 
 

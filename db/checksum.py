@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 import psycopg
 from psycopg import sql
 
+from conveyor.db.connection import snapshot
+
 # What a row's text depends on, pinned (SET LOCAL) so every session renders rows alike.
 OUTPUT_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, MDY", "IntervalStyle": "postgres",
                    "bytea_output": "hex", "extra_float_digits": "1"}
@@ -124,8 +126,7 @@ def table_checksums(conn: psycopg.Connection, tables: Sequence[str] | None = Non
     names = list(tables) if tables else _all_tables(conn)
     resolved = [_resolve(conn, name) for name in names]
     result: dict[str, tuple[int, str]] = {}
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with snapshot(conn):
         for schema, table, columns in resolved:
             query = sql.SQL("SELECT {columns} FROM {table}").format(
                 columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),

@@ -32,6 +32,10 @@ OUTAGE_SQLSTATES = frozenset({None, "57P01", "57P02", "57P03", "08000", "08003",
 STOCK_VERSION_KEY = "stock_movements_tenant_id_sku_version_key"
 # The server ended a session left idle inside a transaction (the relay's fence).
 IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
+# A write reached a read-only server: a standby, or a primary a failover demoted while the
+# connection stayed open. The connection is closed, so the next one finds the primary (a
+# multi-host URL with target_session_attrs=read-write); the work is an outage, waited out.
+READ_ONLY_SERVER = "25006"
 
 
 class DatabaseError(Exception):
@@ -75,6 +79,14 @@ class MigrationError(DatabaseError):
     """A migration cannot be applied or an applied one was edited."""
 
 
+class PoolerRefused(DatabaseError):
+    """Work that needs a session of its own was asked of a connection through a pooler."""
+
+
+class ReadUrlNotReplica(DatabaseError):
+    """CONVEYOR_DATABASE_READ_URL points at a primary."""
+
+
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, TransientDatabaseError):
         return True
@@ -106,7 +118,10 @@ def translate(error: psycopg.Error, *, connection_broken: bool = False) -> Datab
     """Wrap a driver error in the matching Conveyor error (the original is the cause)."""
     description = _describe(error)
     translated: DatabaseError
-    if _driver_outage(error) and is_transient(error):
+    if getattr(error, "sqlstate", None) == READ_ONLY_SERVER:
+        translated = DatabaseUnavailable(f"{description} (the server is read-only: a standby, or a primary "
+                                         "demoted by a failover; reconnecting to find the primary)")
+    elif _driver_outage(error) and is_transient(error):
         translated = DatabaseUnavailable(description)
     elif is_transient(error):
         translated = TransientDatabaseError(description)
@@ -120,7 +135,7 @@ def translate(error: psycopg.Error, *, connection_broken: bool = False) -> Datab
     translated.code = state or "connection"
     translated.connection_broken = connection_broken
     translated.operational = (isinstance(error, psycopg.OperationalError)
-                              or state == IDLE_IN_TRANSACTION_TIMEOUT)
+                              or state in (IDLE_IN_TRANSACTION_TIMEOUT, READ_ONLY_SERVER))
     translated.__cause__ = error
     return translated
 
@@ -132,7 +147,9 @@ def wrap_exceptions(conn: psycopg.Connection | None = None) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as error:
-        raise translate(error, connection_broken=conn is not None and conn.broken) from error
+        if conn is not None and getattr(error, "sqlstate", None) == READ_ONLY_SERVER and not conn.closed:
+            conn.close()  # the next connection finds the primary
+        raise translate(error, connection_broken=conn is not None and (conn.broken or conn.closed)) from error
 
 
 def _driver_outage(error: BaseException) -> bool:

@@ -216,9 +216,24 @@ def refuse_edited(migrations: list[Migration], applied: dict[int, history.Applie
             )
 
 
+DIRECT_ONLY = ("migrations need a direct connection to PostgreSQL, not a transaction-pooling PgBouncer "
+               "(the deploy lock and the owner role last a session): point CONVEYOR_DATABASE_URL at the "
+               "server for the migrate job")
+
+
 def _connect(database_url: str) -> psycopg.Connection:
-    """The runner's connection: autocommit, and Conveyor's search path (V013's schemas)."""
-    return psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}")
+    """The runner's connection: autocommit, and Conveyor's search path (V013's schemas), straight
+    to the server (a pooler refuses the startup options, or drops them: both are refused here)."""
+    try:
+        conn = psycopg.connect(database_url, autocommit=True, options=f"-c search_path={SEARCH_PATH}")
+    except psycopg.OperationalError as error:
+        if "unsupported startup parameter" in str(error):
+            raise MigrationError(DIRECT_ONLY) from error
+        raise
+    if history.scalar(conn, "SELECT current_setting('search_path')") != SEARCH_PATH:  # options dropped
+        conn.close()
+        raise MigrationError(DIRECT_ONLY)
+    return conn
 
 
 def _state(migration: Migration, record: history.Applied | None, steps_done: int,

@@ -9,3 +9,6 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "settings(**overrides): Settings fields for this test's `settings` fixture "
                    "(e.g. max_attempts=2); the fixture also declares the topology")
+    config.addinivalue_line(
+        "markers", "also_through_pgbouncer: tests using `settings` run a second time with the workers' "
+                   "database URL through PgBouncer in transaction pooling mode (tests/support/services.py)")

@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/conveyor"
+    # A direct connection (not through a transaction-pooling PgBouncer) for the relay's LISTEN;
+    # unset: CONVEYOR_DATABASE_URL. Behind PgBouncer the relay still works without it, polling.
+    listen_database_url: str | None = None
+    # A replica for the read-only commands (order show, stock show, reconcile, exports); unset:
+    # CONVEYOR_DATABASE_URL. It must be a standby: a primary there is refused (docs/deploy.md).
+    database_read_url: str | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
     prefetch: int = Field(default=100, ge=1, le=10_000)
@@ -177,10 +183,10 @@ class Settings(BaseSettings):
     def _empty_port_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "listen_database_url", "database_read_url")
     @classmethod
-    def _database_scheme(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
         return value
 

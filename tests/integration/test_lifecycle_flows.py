@@ -24,7 +24,8 @@ from tests.support.workers import (
 ALL_WORKERS = ["orders", "payments", "shipments", "relay"]
 
 
-pytestmark = pytest.mark.settings(max_attempts=30, batch_size=10)
+# Every test that uses `settings` runs once more through PgBouncer (transaction pooling).
+pytestmark = [pytest.mark.settings(max_attempts=30, batch_size=10), pytest.mark.also_through_pgbouncer]
 
 
 def wait_for_status(settings, order: dict, status: str) -> None:

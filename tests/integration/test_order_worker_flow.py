@@ -8,6 +8,7 @@ import json
 import uuid
 
 import psycopg
+import pytest
 
 from conveyor.db.locks import stock_lock_key
 from tests.support.workers import (
@@ -22,6 +23,9 @@ from tests.support.workers import (
     take_all,
     wait_until,
 )
+
+# Every test that uses `settings` runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.also_through_pgbouncer
 
 QUEUE, DLQ = "conveyor.orders", "conveyor.orders.dlq"
 

@@ -30,6 +30,9 @@ from tests.support.relay import (
 )
 from tests.support.workers import ROOT, event_tap, wait_until
 
+# Every test that uses `settings` runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.also_through_pgbouncer
+
 
 def test_a_backlog_built_while_no_relay_ran_arrives_complete_and_in_order_per_sku(settings):
     # Given 50 SKUs and a partner bound to every inventory change

@@ -81,8 +81,9 @@ def seed_skus(database_url: str, skus: list[str], *, on_hand: int = 1_000, tenan
 
 def change_stock(database_url: str, skus: list[str], count: int, *, tenant: str = "default",
                  pause_s: float = 0.0) -> None:
-    """``count`` changes, round-robin over ``skus``, each its own transaction (pipelined)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    """``count`` changes, round-robin over ``skus``, each its own transaction (pipelined); no
+    prepared statements, so it works through a transaction-pooling PgBouncer as well."""
+    with psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn:
         for n in range(count):
             with conn.transaction():
                 conn.execute("UPDATE stock_levels SET on_hand = on_hand + 1, last_cause = %s "

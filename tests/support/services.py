@@ -63,8 +63,30 @@ def fresh_amqp_url(services: devservices.Services) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(services: devservices.Services) -> Iterator[object]:
+    """A PgBouncer (transaction pooling) in front of the session's PostgreSQL."""
+    from conveyor.devservices.pgbouncer import PgBouncer
+
+    with PgBouncer(services.database_url, pool_size=40) as bouncer:
+        yield bouncer
+
+
 @pytest.fixture
-def settings(request: pytest.FixtureRequest, database_url: str, fresh_amqp_url: str):
+def database_pooler(request: pytest.FixtureRequest) -> str:
+    """``direct``, or ``pgbouncer`` for the second run of a test marked ``also_through_pgbouncer``."""
+    return getattr(request, "param", "direct")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``also_through_pgbouncer`` that uses ``settings`` runs twice: straight to
+    PostgreSQL, then with the workers' CONVEYOR_DATABASE_URL through PgBouncer (LISTEN direct)."""
+    if metafunc.definition.get_closest_marker("also_through_pgbouncer") and "settings" in metafunc.fixturenames:
+        metafunc.parametrize("database_pooler", ["direct", "pgbouncer"], indirect=True)
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, database_url: str, fresh_amqp_url: str, database_pooler: str):
     """Settings for this test's own database and vhost, with the topology declared.
 
     Overrides come from the test's ``@pytest.mark.settings(...)`` marker (or its module's
@@ -72,6 +94,11 @@ def settings(request: pytest.FixtureRequest, database_url: str, fresh_amqp_url: 
     from tests.support.workers import declare_topology, settings_for
 
     marker = request.node.get_closest_marker("settings")
-    settings = settings_for(database_url, fresh_amqp_url, **(marker.kwargs if marker else {}))
+    overrides = dict(marker.kwargs if marker else {})
+    workers_url = database_url
+    if database_pooler == "pgbouncer":
+        workers_url = request.getfixturevalue("pgbouncer").url_for(database_url)
+        overrides.update(listen_database_url=database_url)
+    settings = settings_for(workers_url, fresh_amqp_url, **overrides)
     declare_topology(settings)
     return settings

@@ -36,7 +36,7 @@ __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNAVAIL
 
 # In the order `conveyor --help` lists them.
 GROUPS: tuple[str, ...] = ("db", "topology", "run", "stock", "orders", "reconcile", "health", "demo",
-                           "relay", "dlq", "privacy", "archive", "contracts")
+                           "relay", "dlq", "privacy", "archive", "contracts", "backup")
 
 
 def _groups() -> list:
@@ -104,6 +104,11 @@ def _report(error: Exception) -> int:
     from conveyor.workers.logging import redact_url
 
     text = redact_url(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    from conveyor.db.errors import PoolerRefused, ReadUrlNotReplica
+
+    if isinstance(error, (PoolerRefused, ReadUrlNotReplica)):  # the URLs are configuration
+        print(f"conveyor: {text}", file=sys.stderr)
+        return EXIT_USAGE
     if isinstance(error, MigrationError):
         print(f"conveyor: migration refused: {text}", file=sys.stderr)
         return EXIT_FAILED

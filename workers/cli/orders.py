@@ -19,9 +19,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 @command("order show")
 def order_show(args: argparse.Namespace) -> int:
     from conveyor.db import views
-    from conveyor.db.connection import connect
+    from conveyor.db.connection import connect_reader
 
-    with connect(args.settings.database_url) as conn:
+    with connect_reader(args.settings.database_read_url, args.settings.database_url) as conn:
         order = views.order(conn, args.order_id)
     if order is None:
         emit(args, {"error": "not_found", "order_id": str(args.order_id)}, f"no order {args.order_id}")

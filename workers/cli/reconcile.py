@@ -16,10 +16,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 @command("reconcile")
 def reconcile(args: argparse.Namespace) -> int:
-    from conveyor.db.connection import connect
+    from conveyor.db.connection import connect_reader
     from conveyor.db.reconcile import run_checks, totals
 
-    with connect(args.settings.database_url) as conn:
+    with connect_reader(args.settings.database_read_url, args.settings.database_url) as conn:
         drift = run_checks(conn, limit=args.limit)
         summary = totals(conn)
     drifted = {name: rows for name, rows in drift.items() if rows}

@@ -42,10 +42,10 @@ def stock_set(args: argparse.Namespace) -> int:
 @command("stock show")
 def stock_show(args: argparse.Namespace) -> int:
     from conveyor.db import views
-    from conveyor.db.connection import connect
+    from conveyor.db.connection import connect_reader
 
     tenant = args.tenant or args.settings.default_tenant
-    with connect(args.settings.database_url) as conn:
+    with connect_reader(args.settings.database_read_url, args.settings.database_url) as conn:
         shown = views.stock(conn, tenant, args.sku)
     if shown is None:
         emit(args, {"error": "not_found", "sku": args.sku, "tenant_id": tenant},

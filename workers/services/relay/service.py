@@ -28,6 +28,7 @@ from conveyor.db.connection import Connection, connect, transaction
 from conveyor.db.errors import DatabaseError, wrap_exceptions
 from conveyor.db.outbox import Outbox, OutboxRow
 from conveyor.db.relay_lease import RelayLease
+from conveyor.db.sessions import pooled
 from conveyor.workers.config import Settings
 from conveyor.workers.logging import get_logger
 from conveyor.workers.observability.health import Health
@@ -126,9 +127,14 @@ class OutboxRelay:
     def _serve(self) -> None:
         kwargs = {"lock_timeout_ms": self.settings.lock_timeout_ms,
                   "statement_timeout_ms": self.settings.statement_timeout_ms}
-        with connect(self.settings.database_url, application_name="conveyor-relay-listen", **kwargs) as listener, \
+        listen_url = self.settings.listen_database_url or self.settings.database_url
+        with connect(listen_url, application_name="conveyor-relay-listen", **kwargs) as listener, \
              connect(self.settings.database_url, application_name="conveyor-relay", **kwargs) as conn:
             notify.listen(listener)
+            if pooled(listen_url):
+                log.warning("relay_listen_through_pooler", relay=self.holder,
+                            advice="set CONVEYOR_LISTEN_DATABASE_URL to a direct connection: through "
+                                   "transaction pooling no notification arrives, the relay only polls")
             broker = amqp.connect(self.settings, name="relay")
             try:
                 publisher = ConfirmingPublisher(broker)
