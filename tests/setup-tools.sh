@@ -4,6 +4,8 @@
 #   (tests/integration/test_asyncapi_parser.py validates schemas/asyncapi.yaml with it);
 #   node/npm from Debian's `nodejs` and `npm` packages when node is missing;
 # - promtool (tests/unit/test_alert_rules.py checks and unit-tests deploy/prometheus/ with it);
+# - pgbouncer (tests run the workers through it: devservices/pgbouncer.py), from Debian's
+#   `pgbouncer` package, its server not started;
 # - pgbackrest (tests/integration/test_backup.py, test_drill.py and `make drill`), from Debian's
 #   `pgbackrest` package (no recommends; it starts no server).
 # Idempotent: does nothing for a tool already there. Installs Debian's `prometheus`
@@ -75,62 +77,72 @@ ensure_pgbackrest() {
 
 ensure_pgbackrest
 
-if command -v promtool >/dev/null 2>&1; then
-    echo "setup-tools: promtool found at $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"
-    exit 0
-fi
-
-# Where it cannot install (no apt-get, not root), a developer's run goes on and the tests that
-# need promtool skip; CI (CI=true) must run them, so there it is an error.
+# Packages that ship a server (prometheus for promtool, pgbouncer): installed without starting
+# it. Where it cannot install (no apt-get, not root), a developer's run goes on and the tests
+# that need the tool skip; CI (CI=true) must run them, so there it is an error.
 cannot_install() {
-    echo "setup-tools: promtool is missing and $1; install Prometheus' promtool by hand" >&2
+    echo "setup-tools: $1 is missing and $2; install Debian's $3 package by hand" >&2
     if [ "${CI:-}" = "true" ]; then exit 1; fi
-    exit 0
 }
-command -v apt-get >/dev/null 2>&1 || cannot_install "there is no apt-get here"
-[ "$(id -u)" -eq 0 ] || cannot_install "installing it needs root (apt-get install prometheus)"
 
 # Keep the package's maintainer scripts from starting (or restarting) a server: invoke-rc.d
 # asks policy-rc.d, and 101 means "action forbidden". An existing policy-rc.d (Docker images
 # ship one) is kept aside and put back afterwards, byte for byte.
 policy=/usr/sbin/policy-rc.d
-backup=""
-if [ -e "$policy" ]; then
-    backup="$(mktemp /tmp/policy-rc.d.XXXXXX)"
-    cp -p "$policy" "$backup"
-fi
+policy_backup=""
+forbid_service_starts() {
+    if [ -e "$policy" ]; then
+        policy_backup="$(mktemp /tmp/policy-rc.d.XXXXXX)"
+        cp -p "$policy" "$policy_backup"
+    fi
+    trap restore_policy EXIT
+    printf '#!/bin/sh\n# written by tests/setup-tools.sh for the duration of an install\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+}
 restore_policy() {
-    if [ -n "$backup" ]; then
-        cp -p "$backup" "$policy"
-        rm -f "$backup"
+    if [ -n "$policy_backup" ]; then
+        cp -p "$policy_backup" "$policy"
+        rm -f "$policy_backup"
+        policy_backup=""
     else
         rm -f "$policy"
     fi
+    trap - EXIT
 }
-trap restore_policy EXIT
-printf '#!/bin/sh\n# written by tests/setup-tools.sh for the duration of an install\nexit 101\n' >"$policy"
-chmod 0755 "$policy"
 
-# Servers running before the install are not ours to stop: note them, stop only new ones.
-before="$(pgrep -x prometheus || true)"
+# install_quietly TOOL PACKAGE DAEMON: apt-get install PACKAGE unless TOOL is on PATH, leaving
+# no DAEMON of its running (servers running before the install are not ours to stop).
+install_quietly() {
+    local tool="$1" package="$2" daemon="$3"
+    if command -v "$tool" >/dev/null 2>&1; then
+        echo "setup-tools: $tool found at $(command -v "$tool")"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || { cannot_install "$tool" "there is no apt-get here" "$package"; return 0; }
+    [ "$(id -u)" -eq 0 ] || { cannot_install "$tool" "installing it needs root (apt-get install $package)" "$package"; return 0; }
+    local before
+    before="$(pgrep -x "$daemon" || true)"
+    forbid_service_starts
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+    restore_policy
+    # Belt and braces: without systemd, a postinst may still have started the daemon some other way.
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now "$package.service" >/dev/null 2>&1 || true
+    fi
+    for pid in $(pgrep -x "$daemon" || true); do
+        case " $(echo "$before" | tr '\n' ' ') " in
+            *" $pid "*) ;;
+            *) kill "$pid" 2>/dev/null || true ;;
+        esac
+    done
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        echo "setup-tools: installed the $package package but $tool is still not on PATH" >&2
+        exit 1
+    fi
+    echo "setup-tools: installed $tool from Debian's $package package"
+}
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-
-# Belt and braces: without systemd, a postinst may still have started the daemon some other way.
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-fi
-for pid in $(pgrep -x prometheus || true); do
-    case " $(echo "$before" | tr '\n' ' ') " in
-        *" $pid "*) ;;
-        *) kill "$pid" 2>/dev/null || true ;;
-    esac
-done
-
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "setup-tools: installed the prometheus package but promtool is still not on PATH" >&2
-    exit 1
-fi
-echo "setup-tools: installed promtool from Debian's prometheus package ($(promtool --version 2>&1 | head -n 1))"
+install_quietly promtool prometheus prometheus
+# PgBouncer (devservices/pgbouncer.py; the intake, lifecycle and relay tests run through it).
+install_quietly pgbouncer pgbouncer pgbouncer
