@@ -204,6 +204,8 @@ def test_renaming_a_column_with_old_and_new_workers_side_by_side_loses_and_fails
             assert stop_process(blue) == 0
             assert_both_columns_right(url, traffic)
             traffic.step = "blue stopped"
+            before_contract = shipped(url)  # green alone, before V017: the step a real rollout waits in
+            wait_until(lambda: shipped(url) >= before_contract + PER_STEP, timeout=40, message="green alone")
             assert set(CONTRACT) <= set(migrate(url, contract=True))
             traffic.step = "contracted"
             after_contract = shipped(url)
