@@ -124,13 +124,17 @@ CREATE TABLE public.step_flag (ok boolean);
 """
 
 
-def test_a_non_transactional_file_resumes_after_the_last_statement_that_completed(empty_database, baseline):
+def interrupt_at_the_second_statement(url: str, baseline: Path) -> None:
+    """Apply NON_TRANSACTIONAL until its second statement fails (the flag is not set yet)."""
     write(baseline, "V002__setup.sql", SETUP)
-    migrate(empty_database, directory=baseline)
+    migrate(url, directory=baseline)
     write(baseline, "V003__step_by_step.sql", NON_TRANSACTIONAL)
-
     with pytest.raises(psycopg.errors.DivisionByZero):
-        migrate(empty_database, directory=baseline)
+        migrate(url, directory=baseline)
+
+
+def test_a_non_transactional_file_resumes_after_the_last_statement_that_completed(empty_database, baseline):
+    interrupt_at_the_second_statement(empty_database, baseline)
     partial = status(empty_database, directory=baseline)[-1]
     waiting = check_schema(empty_database, directory=baseline).pending
     with psycopg.connect(empty_database, autocommit=True) as conn:
@@ -168,11 +172,7 @@ def test_an_invalid_index_left_by_a_failed_concurrent_build_is_rebuilt_on_the_ne
 
 
 def test_an_edited_statement_of_an_interrupted_file_is_refused(empty_database, baseline):
-    write(baseline, "V002__setup.sql", SETUP)
-    migrate(empty_database, directory=baseline)
-    write(baseline, "V003__step_by_step.sql", NON_TRANSACTIONAL)
-    with pytest.raises(psycopg.errors.DivisionByZero):
-        migrate(empty_database, directory=baseline)
+    interrupt_at_the_second_statement(empty_database, baseline)
 
     write(baseline, "V003__step_by_step.sql", NON_TRANSACTIONAL.replace("'one'", "'uno'"))
     with pytest.raises(MigrationError, match="statement 1 was edited"):
