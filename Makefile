@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention bench-checksum schemas docs-db drill
+.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention bench-checksum bench-catalog bench-cluster chaos-cluster schemas docs-db drill
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -67,6 +67,12 @@ bench-retention: $(STAMP)  ## retention: dropping inbox partitions vs DELETE + V
 bench-checksum: $(STAMP)  ## conveyor db checksum on 3M rows vs count(*) and a scan rendering every row as text, same run
 	$(BIN)/python -m bench.checksum_bench $(BENCH_ARGS)
 
+bench-catalog: $(STAMP)  ## catalogue: import of 1,000,000 products (rows/s vs plain COPY), search p50/p95 with typos (vs PK lookup)
+	flock /tmp/conveyor-bench.lock $(BIN)/python -m bench.catalog_bench $(BENCH_ARGS)
+
+bench-cluster: $(STAMP)  ## scaling figure: one RabbitMQ node vs a 3-node cluster vs the cluster through PgBouncer, same run; CPU and bytes per order
+	flock /tmp/conveyor-bench.lock $(BIN)/python -m bench.cluster_bench $(BENCH_ARGS)
+
 bench-soak: $(STAMP)  ## soak: 200,000 orders on one database, plain and with a pinned xmin; rate, p99, outbox per interval
 	$(BIN)/python -m bench.soak_bench $(BENCH_ARGS)
 
@@ -78,3 +84,6 @@ CHAOS_SECONDS ?= 600
 CHAOS_SEED    ?=
 chaos: $(STAMP)  ## chaos soak: workers under seeded faults, Jepsen-style checker (CHAOS_SECONDS=600 CHAOS_SEED=n)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
+
+chaos-cluster: $(STAMP)  ## chaos soak on a 3-node RabbitMQ cluster: leader-node kills, partitions, rolling restarts (CHAOS_SECONDS, CHAOS_SEED)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) flock /tmp/conveyor-bench.lock $(BIN)/python -m tests.chaos.run --cluster 3 $(CHAOS_ARGS)

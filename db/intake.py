@@ -16,7 +16,7 @@ The caller holds the stock locks of every (tenant, SKU) involved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -29,6 +29,7 @@ from conveyor.db.errors import IntegrityViolation, TransientDatabaseError
 from conveyor.db.notify import OUTBOX_CHANNEL
 from conveyor.db.personal import NewCustomer, PersonalData, forget
 from conveyor.db.stock import StockLevel
+from conveyor.schemas.money import DEFAULT_BASE_CURRENCY
 
 CLAIM_AND_READ = """
 WITH new_tenants AS (
@@ -43,13 +44,49 @@ WITH new_tenants AS (
     FROM jsonb_to_recordset(%(orders)s::jsonb) AS o(order_id uuid, tenant_id text, placed_at timestamptz)
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id
+), batch AS MATERIALIZED (  -- what prices the orders (V019): tenant, currency, day, ship-to
+    SELECT o.order_id, o.tenant_id, o.currency, (o.placed_at AT TIME ZONE 'UTC')::date AS day, o.country, o.region,
+           coalesce(t.base_currency, %(default_base)s) AS base, t.prices_include_tax AS inclusive,
+           EXISTS (SELECT FROM inventory.tax_rules r WHERE r.tenant_id = o.tenant_id) AS taxed
+    FROM jsonb_to_recordset(%(orders)s::jsonb) AS o(order_id uuid, tenant_id text, placed_at timestamptz,
+                                                   currency text, country text, region text)
+    LEFT JOIN inventory.tenants t ON t.tenant_id = o.tenant_id
 )
-SELECT order_id::text, NULL, NULL, NULL FROM claimed
+SELECT order_id::text, NULL, NULL, NULL, NULL::jsonb FROM claimed
 UNION ALL
-SELECT k.tenant_id, k.sku, s.on_hand, s.reserved
+SELECT k.tenant_id, k.sku, s.on_hand, s.reserved, NULL
 FROM unnest(%(tenants)s::text[], %(skus)s::text[]) AS k(tenant_id, sku)
 CROSS JOIN LATERAL (SELECT m.on_hand, m.reserved FROM stock_movements m  -- the newest version (V011)
                     WHERE m.tenant_id = k.tenant_id AND m.sku = k.sku ORDER BY m.version DESC LIMIT 1) s
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, jsonb_build_object(
+    'tenants', (SELECT jsonb_object_agg(b.tenant_id, jsonb_build_array(b.base, coalesce(b.inclusive, false), b.taxed))
+                FROM (SELECT DISTINCT tenant_id, base, inclusive, taxed FROM batch) b),
+    -- the rate of the order's day, quoted either way (1 order currency = rate base, or the inverse)
+    'fx', (SELECT jsonb_object_agg(b.order_id, jsonb_build_array(f.id, f.rate::text, f.inverse))
+           FROM batch b
+           CROSS JOIN LATERAL (SELECT r.id, r.rate, r.to_currency <> b.base AS inverse FROM orders.fx_rates r
+                               WHERE ((r.from_currency, r.to_currency) = (b.currency, b.base)
+                                      OR (r.from_currency, r.to_currency) = (b.base, b.currency))
+                                 AND r.valid_from <= b.day AND (r.valid_to IS NULL OR r.valid_to > b.day)
+                               ORDER BY 3 LIMIT 1) f
+           WHERE b.currency <> b.base),
+    -- per taxed order, its jurisdiction's rule per category (the region's before the country's)
+    'tax', (SELECT jsonb_object_agg(b.order_id, x.rules) FROM batch b
+            CROSS JOIN LATERAL (
+                SELECT jsonb_object_agg(d.category, jsonb_build_array(d.rate_percent::text, d.jurisdiction)) AS rules
+                FROM (SELECT DISTINCT ON (r.category) r.category, r.rate_percent, r.jurisdiction
+                      FROM inventory.tax_rules r
+                      WHERE r.tenant_id = b.tenant_id
+                        AND r.jurisdiction IN (b.country, b.country || '-' || b.region)
+                        AND r.valid_from <= b.day AND (r.valid_to IS NULL OR r.valid_to > b.day)
+                      ORDER BY r.category, length(r.jurisdiction) DESC) d) x
+            WHERE b.taxed AND b.country IS NOT NULL AND x.rules IS NOT NULL),
+    'categories', (SELECT jsonb_agg(jsonb_build_array(p.tenant_id, p.sku, p.tax_category))
+                   FROM unnest(%(tenants)s::text[], %(skus)s::text[]) AS k(tenant_id, sku)
+                   JOIN inventory.products p ON p.tenant_id = k.tenant_id AND p.sku = k.sku
+                   WHERE p.tax_category IS NOT NULL
+                     AND k.tenant_id IN (SELECT tenant_id FROM batch WHERE taxed)))
 """
 
 # Each reserved SKU gets its next version in the ledger (V011: the newest version is the
@@ -67,19 +104,25 @@ WITH reserved AS (
     RETURNING 1
 ), new_orders AS (
     INSERT INTO orders (order_id, placed_at, tenant_id, customer_id, currency, total, status,
-                        status_reason, source_message_id)
+                        status_reason, source_message_id, net_total, tax_total, tax_jurisdiction,
+                        base_currency, base_total, fx_rate, fx_rate_id, fx_missing)
     SELECT o.order_id, o.placed_at, o.tenant_id, o.customer_id, o.currency, o.total, o.status,
-           o.status_reason, o.source_message_id
+           o.status_reason, o.source_message_id, o.net_total, o.tax_total, o.tax_jurisdiction,
+           o.base_currency, o.base_total, o.fx_rate, o.fx_rate_id, o.fx_missing
     FROM jsonb_to_recordset(%(orders)s::jsonb) AS o(
         order_id uuid, placed_at timestamptz, tenant_id text, customer_id text, currency text,
-        total numeric, status text, status_reason text, source_message_id text)
+        total numeric, status text, status_reason text, source_message_id text, net_total numeric,
+        tax_total numeric, tax_jurisdiction text, base_currency text, base_total numeric, fx_rate numeric,
+        fx_rate_id bigint, fx_missing boolean)
 ), new_lines AS (
-    INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, status, reason)
+    INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, status, reason, tax_category,
+                             tax_rate, tax_amount)
     SELECT o.order_id, l.line_no, l.sku, l.quantity, l.unit_price,
-           CASE WHEN o.status = 'RESERVED' THEN 'RESERVED' ELSE 'REJECTED' END, l.reason
+           CASE WHEN o.status = 'RESERVED' THEN 'RESERVED' ELSE 'REJECTED' END, l.reason, l.tax_category,
+           l.tax_rate, l.tax_amount
     FROM jsonb_to_recordset(%(orders)s::jsonb) AS o(order_id uuid, status text, lines jsonb),
          jsonb_to_recordset(o.lines) AS l(line_no integer, sku text, quantity integer, unit_price numeric,
-                                          reason text)
+                                          reason text, tax_category text, tax_rate numeric, tax_amount numeric)
 ), held AS (
     INSERT INTO reservations (order_id, tenant_id, sku, quantity)
     SELECT h.order_id, h.tenant_id, h.sku, h.quantity
@@ -114,6 +157,9 @@ class OrderKey:
     order_id: UUID
     tenant_id: str
     placed_at: datetime
+    currency: str = DEFAULT_BASE_CURRENCY   # what prices it (V019)
+    country: str | None = None
+    region: str | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +169,9 @@ class NewLine:
     quantity: int
     unit_price: Decimal
     reason: str | None = None
+    tax_category: str | None = None
+    tax_rate: Decimal | None = None     # percent; None: no rule applied
+    tax_amount: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -137,6 +186,14 @@ class NewOrder:
     status_reason: str | None
     source_message_id: str
     lines: list[NewLine]
+    net_total: Decimal | None = None    # V019: None for tenants without tax rules
+    tax_total: Decimal | None = None
+    tax_jurisdiction: str | None = None
+    base_currency: str | None = None
+    base_total: Decimal | None = None   # None while fx_missing
+    fx_rate: Decimal | None = None
+    fx_rate_id: int | None = None
+    fx_missing: bool = False
 
 
 @dataclass(slots=True)
@@ -167,10 +224,45 @@ HELD_JSON = TypeAdapter(list[Held])
 EVENTS_JSON = TypeAdapter(list[OutboxEvent])
 
 
+@dataclass(slots=True)
+class TenantMoney:
+    base_currency: str = DEFAULT_BASE_CURRENCY
+    prices_include_tax: bool = False
+    taxed: bool = False   # the tenant has tax rules
+
+
+@dataclass(slots=True)
+class FxRate:
+    rate_id: int
+    rate: Decimal
+    inverse: bool   # the row quotes 1 base = rate order currency
+
+
+@dataclass
+class Pricing:
+    """What prices a batch: per tenant its settings; per order its rate and its tax rules
+    (category -> (percent, jurisdiction)); per (tenant, SKU) the product's tax category."""
+
+    tenants: dict[str, TenantMoney] = field(default_factory=dict)
+    fx: dict[UUID, FxRate] = field(default_factory=dict)
+    tax: dict[UUID, dict[str, tuple[Decimal, str]]] = field(default_factory=dict)
+    categories: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Pricing:
+        return cls(
+            tenants={t: TenantMoney(b, i, x) for t, (b, i, x) in (doc.get("tenants") or {}).items()},
+            fx={UUID(o): FxRate(i, Decimal(r), v) for o, (i, r, v) in (doc.get("fx") or {}).items()},
+            tax={UUID(o): {c: (Decimal(p), j) for c, (p, j) in rules.items()}
+                 for o, rules in (doc.get("tax") or {}).items()},
+            categories={(t, s): c for t, s, c in doc.get("categories") or ()})
+
+
 @dataclass
 class Claimed:
     new_orders: set[UUID]
     levels: dict[tuple[str, str], StockLevel]
+    pricing: Pricing = field(default_factory=Pricing)
 
 
 class IntakeRepository:
@@ -184,10 +276,13 @@ class IntakeRepository:
         rows = self._conn.execute(CLAIM_AND_READ, {
             "orders": KEYS_JSON.dump_json(orders).decode(),
             "tenants": text_array(t for t, _ in stock), "skus": text_array(s for _, s in stock),
+            "default_base": DEFAULT_BASE_CURRENCY,
         }).fetchall()
         claimed = Claimed(set(), {})
-        for first, sku, on_hand, reserved in rows:
-            if sku is None:
+        for first, sku, on_hand, reserved, pricing in rows:
+            if pricing is not None:
+                claimed.pricing = Pricing.from_json(pricing)
+            elif sku is None:
                 claimed.new_orders.add(UUID(first))
             else:
                 claimed.levels[(first, sku)] = StockLevel(sku, on_hand, reserved)

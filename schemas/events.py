@@ -42,6 +42,9 @@ class OrderReserved(BaseModel):
     total: Money
     lines: list[ReservedLine]
     occurred_at: Timestamp
+    net: Money | None = Field(default=None, description="Σ lines before tax (= total without tax rules)")
+    tax: Money | None = Field(default=None, description="Σ lines' tax (0 without tax rules)")
+    gross: Money | None = Field(default=None, description="net + tax = total")
 
 
 class RejectedLine(BaseModel):

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field, model_validator
 
+from conveyor.schemas import money
 from conveyor.schemas.tolerance import SchemaVersion
 from conveyor.schemas.types import (
     MESSAGE_CONFIG,
@@ -14,6 +15,7 @@ from conveyor.schemas.types import (
     Money,
     Quantity,
     Sku,
+    TaxCategory,
     TenantId,
     Timestamp,
     UuidString,
@@ -26,6 +28,18 @@ class OrderItem(BaseModel):
     sku: Sku
     quantity: Quantity
     unit_price: Money
+    tax_category: TaxCategory | None = Field(
+        default=None, description="the line's tax category (default: the product's, else \"standard\")")
+
+
+class ShipTo(BaseModel):
+    """Where the order goes, for tax: the jurisdiction is ``country`` or ``country-region``."""
+
+    model_config = MESSAGE_CONFIG
+
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    region: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,3}$",
+                               description="ISO 3166-2 subdivision code without the country (\"CA\" for US-CA)")
 
 
 PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they are refused everywhere else too)
@@ -64,7 +78,10 @@ class Customer(BaseModel):
 
 
 class OrderCreated(BaseModel):
-    """``order.created``: a shop asks Conveyor to reserve stock for an order."""
+    """``order.created``: a shop asks Conveyor to reserve stock for an order. Rules over
+    several fields: the total (Σ unit_price × quantity) is below 10^20; ``currency`` is an
+    active ISO 4217 code and no ``unit_price`` has more decimals than its minor units (JPY
+    none, EUR 2, BHD 3); ``ship_to.country`` is an ISO 3166-1 code (docs/money.md)."""
 
     model_config = MESSAGE_CONFIG
 
@@ -75,7 +92,21 @@ class OrderCreated(BaseModel):
     items: list[OrderItem] = Field(min_length=1, max_length=200)
     placed_at: Timestamp
     customer: Customer | None = None
+    ship_to: ShipTo | None = None
     schema_version: SchemaVersion = 1
+
+    @model_validator(mode="after")
+    def _amounts_fit_the_currency(self) -> OrderCreated:
+        """An unknown currency, a price more precise than its currency (``1500.5`` JPY) or an
+        unknown ship-to country is refused with the reason (conveyor.schemas.money)."""
+        try:
+            for n, item in enumerate(self.items, start=1):
+                money.check_amount(item.unit_price, self.currency, what=f"items[{n}].unit_price")
+            if self.ship_to is not None:
+                money.check_country(self.ship_to.country)
+        except money.MoneyError as error:
+            raise ValueError(str(error)) from None
+        return self
 
     @model_validator(mode="after")
     def _total_is_money(self) -> OrderCreated:

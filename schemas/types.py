@@ -69,6 +69,7 @@ TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False)]
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+TaxCategory = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]{1,64}$")]
 Quantity = Annotated[int, Field(gt=0, le=1_000_000)]
 UuidString = Annotated[UUID, BeforeValidator(_string_or(UUID)), Field(strict=False)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_string_or(datetime)), AfterValidator(_representable_in_utc),
@@ -76,5 +77,5 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_string_or(datetime)), Afte
 
 __all__ = [
     "MESSAGE_CONFIG", "Money", "CurrencyCode", "TenantId", "Sku", "ExternalId", "Reason",
-    "Quantity", "UuidString", "Timestamp", "datetime", "Decimal", "UUID",
+    "Quantity", "TaxCategory", "UuidString", "Timestamp", "datetime", "Decimal", "UUID",
 ]

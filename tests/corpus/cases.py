@@ -416,7 +416,7 @@ def order_cases() -> list[Case]:
     v = lambda o: valid(rk, o)  # noqa: E731
     rejected = Done("REJECTED", "order.rejected")
     reserved = Done("RESERVED", "order.reserved")
-    long_skus = [{"sku": f"{n:03d}" + "s" * 125, "quantity": 1, "unit_price": "0.0001"} for n in range(200)]
+    long_skus = [{"sku": f"{n:03d}" + "s" * 125, "quantity": 1, "unit_price": "0.01"} for n in range(200)]
     return [
         _case(rk, "unknown-sku", lambda o: changed(v(o), "items.0.sku", "NO-SUCH-SKU"), rejected),
         _case(rk, "insufficient-stock", lambda o: changed(v(o), "items.0.quantity", 1_000_000), rejected),

@@ -103,6 +103,7 @@ def seed(url: str) -> tuple[date, date, date, str]:
     current = datetime.now(timezone.utc).date().replace(day=1)
     old, unfinished = archive.add_months(current, -9), archive.add_months(current, -8)
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SET LOCAL ROLE conveyor_owner")  # partitions belong to the owner, as `db partitions` makes them
         for month in (old, unfinished):
             conn.execute("SELECT maintenance.conveyor_ensure_partition('orders.orders', %(m)s)", {"m": month})
         for month in (old, archive.add_months(old, 1), archive.add_months(old, 2)):  # transitions end 40 days on

@@ -136,7 +136,10 @@ def test_the_worker_role_cannot_touch_what_it_does_not_need(shared_database, wor
 # The worker's privileges per table (V005, V013), and a decision for every table: a new table
 # fails here until its migration grants (or deliberately does not grant) what the worker needs.
 WORKER_PRIVILEGES = {
-    "inventory.tenants": {"INSERT"}, "inventory.products": set(), "inventory.stock_levels": {"SELECT"},
+    "inventory.tenants": {"INSERT", "SELECT (tenant_id)", "SELECT (base_currency)", "SELECT (prices_include_tax)"},
+    "inventory.products": {"SELECT (tenant_id)", "SELECT (sku)", "SELECT (tax_category)"},  # a line's tax category
+    "inventory.stock_levels": {"SELECT"},
+    "inventory.catalogue_words": set(),  # V018: the catalogue is the operator's (conveyor catalog)
     "inventory.stock_items": {"SELECT"}, "inventory.stock_movements": {"SELECT", "INSERT"},
     "orders.order_registry": {"INSERT", "SELECT (order_id)", "SELECT (created_at)"},
     "orders.orders": {"SELECT", "INSERT", "UPDATE"}, "orders.order_lines": {"INSERT"},
@@ -154,6 +157,7 @@ WORKER_PRIVILEGES = {
     "privacy.customer_keys": {"INSERT", "SELECT (tenant_id)", "SELECT (customer_id)", "SELECT (key_id)",
                               "SELECT (wrapped_key)"},
     "privacy.order_customers": {"INSERT"},
+    "orders.currencies": set(), "orders.fx_rates": {"SELECT"}, "inventory.tax_rules": {"SELECT"},  # V019
 }
 CONVEYOR_SCHEMAS = "ARRAY['public', 'inventory', 'orders', 'messaging', 'privacy', 'audit', 'archive', 'maintenance']"
 GRANTS = f"""

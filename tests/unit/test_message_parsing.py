@@ -33,7 +33,7 @@ def valid_order(**changes: Any) -> dict[str, Any]:
         "currency": "EUR",
         "items": [
             {"sku": "SKU-1", "quantity": 2, "unit_price": "19.99"},
-            {"sku": "SKU-2", "quantity": 1, "unit_price": "0.0001"},
+            {"sku": "SKU-2", "quantity": 1, "unit_price": "0.01"},
         ],
         "placed_at": "2024-05-01T12:30:00+02:00",
     }
@@ -83,7 +83,7 @@ def test_a_valid_order_parses_with_exact_values() -> None:
     assert order.currency == "EUR"
     assert [(i.sku, i.quantity) for i in order.items] == [("SKU-1", 2), ("SKU-2", 1)]
     assert order.items[0].unit_price == Decimal("19.99")
-    assert order.items[1].unit_price == Decimal("0.0001")
+    assert order.items[1].unit_price == Decimal("0.01")
     assert all(type(i.unit_price) is Decimal for i in order.items)
     assert order.placed_at == datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc)
     assert order.placed_at.utcoffset() == timedelta(hours=2)
@@ -103,6 +103,7 @@ def test_tenant_id_is_optional() -> None:
 @pytest.mark.parametrize("price", ["0", "1", "12.5", "12.50", "99999999999999999999.9999"])
 def test_money_strings_within_the_pattern_are_accepted(price: str) -> None:
     order = with_item(unit_price=price, quantity=1)
+    order["currency"] = "CLF"  # 4 minor units: every decimal the pattern allows
     del order["items"][1:]  # alone, so that the total is the price
     assert parse(encode(order)).items[0].unit_price == Decimal(price)
 
@@ -329,7 +330,7 @@ _orders = st.fixed_dictionaries(
     {
         "order_id": st.uuids().map(str),
         "customer_id": _text,
-        "currency": st.from_regex(r"[A-Z]{3}", fullmatch=True),
+        "currency": st.sampled_from(["CLF", "UYW", "XAU"]),  # 4 minor units: any price of the pattern
         "items": st.lists(_items, min_size=1, max_size=5).filter(
             lambda items: sum(Decimal(i["unit_price"]) * i["quantity"] for i in items) < 10 ** 20),
         "placed_at": _moments.map(datetime.isoformat),

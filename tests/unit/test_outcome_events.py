@@ -13,11 +13,12 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conveyor.db.intake import Pricing
 from conveyor.schemas.errors import InvalidMessage
 from conveyor.schemas.events import OrderRejected, OrderReserved, RejectedLine, ReservedLine
 from conveyor.schemas.orders import OrderCreated
 from conveyor.schemas.parsing import parse_message
-from conveyor.workers.domain import reservation
+from conveyor.workers.domain import pricing, reservation
 from conveyor.workers.handlers import orders
 
 MONEY = st.from_regex(r"\A[0-9]{1,20}(\.[0-9]{1,4})?\Z")
@@ -26,8 +27,9 @@ ITEM = st.fixed_dictionaries({"sku": SKU, "quantity": st.integers(1, 1_000_000),
 
 
 def created(items: list[dict]) -> OrderCreated | None:
-    """The parsed order, or None when the parser refuses it (a total of 10^20 or more)."""
-    body = {"order_id": str(uuid.uuid4()), "tenant_id": "shop-1", "customer_id": "c-1", "currency": "EUR",
+    """The parsed order, or None when the parser refuses it (a total of 10^20 or more). In CLF,
+    a currency of 4 minor units, so that every price the contract's pattern allows is valid."""
+    body = {"order_id": str(uuid.uuid4()), "tenant_id": "shop-1", "customer_id": "c-1", "currency": "CLF",
             "items": items, "placed_at": "2026-11-25T10:00:00+01:00"}
     try:
         return parse_message(json.dumps(body).encode(), OrderCreated, max_bytes=1 << 20)
@@ -41,7 +43,8 @@ def validated_reserved(message: OrderCreated, occurred_at) -> str:
         order_id=message.order_id, tenant_id="shop-1", customer_id=message.customer_id,
         currency=message.currency, total=orders.order_total(message), occurred_at=occurred_at,
         lines=[ReservedLine(line_no=n, sku=i.sku, quantity=i.quantity, unit_price=i.unit_price)
-               for n, i in enumerate(message.items, start=1)]).model_dump_json()
+               for n, i in enumerate(message.items, start=1)],
+        net=orders.order_total(message), tax=Decimal(0), gross=orders.order_total(message)).model_dump_json()
 
 
 @settings(max_examples=200, deadline=None)
@@ -53,7 +56,7 @@ def test_a_reserved_event_is_what_the_validating_constructor_gives(items: list[d
         return
     decision = reservation.ReservationDecision(quantities={i.sku: i.quantity for i in message.items},
                                                rejections=[])
-    event = orders._outcome_event(message, "shop-1", decision, orders.order_total(message))
+    event = orders._outcome_event(message, "shop-1", decision, pricing.price(message, "shop-1", Pricing()))
     written = json.loads(event.payload)
     occurred_at = OrderReserved.model_validate_json(event.payload).occurred_at
     assert event.routing_key == "order.reserved"
@@ -67,7 +70,7 @@ def test_a_rejected_event_is_what_the_validating_constructor_gives() -> None:
     assert message is not None
     rejection = reservation.LineRejection(line_no=2, sku="B", requested=1, available=0, reason="insufficient_stock")
     decision = reservation.ReservationDecision(quantities={}, rejections=[rejection])
-    event = orders._outcome_event(message, "shop-1", decision, orders.order_total(message))
+    event = orders._outcome_event(message, "shop-1", decision, pricing.price(message, "shop-1", Pricing()))
     parsed = OrderRejected.model_validate_json(event.payload)
     expected = OrderRejected(order_id=message.order_id, tenant_id="shop-1", customer_id="c-1",
                              occurred_at=parsed.occurred_at,

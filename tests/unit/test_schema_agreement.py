@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, ValidationError, validators
 from pydantic import TypeAdapter
 
-from conveyor.schemas import export, parsing
+from conveyor.schemas import export, money, parsing
 from conveyor.schemas.errors import InvalidMessage
 from conveyor.schemas.parsing import read_message
 from conveyor.schemas.registry import MESSAGES
@@ -239,6 +239,23 @@ def _over_total(name: str, document: Any) -> bool:
     return name == "OrderCreated" and total >= 10**20
 
 
+def _breaks_currency(name: str, document: Any) -> bool:
+    """An unknown currency or ship-to country, or a price finer than its currency (V019)."""
+    if name != "OrderCreated":
+        return False
+    try:
+        for item in document["items"]:
+            money.check_amount(Decimal(item["unit_price"]), document["currency"])
+        ship_to = document.get("ship_to")
+        if isinstance(ship_to, dict) and isinstance(ship_to.get("country"), str):
+            money.check_country(ship_to["country"])
+    except money.MoneyError:
+        return True
+    except (KeyError, TypeError, ArithmeticError, ValueError, AttributeError):
+        return False
+    return False
+
+
 TIMESTAMP, UUID = TypeAdapter(Timestamp), TypeAdapter(UuidString)
 
 
@@ -260,7 +277,7 @@ def exception_of(name: str, document: Any, tag: str | None) -> set[str]:
         found.add("timestamp_spellings")
     if any(_lenient(UUID, export.UUID_PATTERN, text) for text in strings):
         found.add("uuid_spellings")
-    if _over_total(name, document):
+    if _over_total(name, document) or _breaks_currency(name, document):
         found.add("model_rules")
     return found
 

@@ -36,7 +36,8 @@ __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNAVAIL
 
 # In the order `conveyor --help` lists them.
 GROUPS: tuple[str, ...] = ("db", "topology", "run", "stock", "orders", "reconcile", "health", "demo",
-                           "relay", "dlq", "privacy", "archive", "contracts", "backup")
+                           "relay", "dlq", "privacy", "archive", "contracts", "backup", "catalog",
+                           "money")
 
 
 def _groups() -> list:
