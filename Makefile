@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test tools lock lint unit integration bench bench-soak chaos clean help bench-relay bench-metrics bench-fairness bench-retention bench-checksum bench-catalog bench-cluster chaos-cluster schemas docs-db drill
+.PHONY: demo test tools lock lint unit integration bench bench-soak chaos chaos-patroni clean help bench-relay bench-metrics bench-fairness bench-retention bench-checksum bench-catalog bench-cluster chaos-cluster schemas docs-db drill
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -84,6 +84,15 @@ CHAOS_SECONDS ?= 600
 CHAOS_SEED    ?=
 chaos: $(STAMP)  ## chaos soak: workers under seeded faults, Jepsen-style checker (CHAOS_SECONDS=600 CHAOS_SEED=n)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
+
+# PostgreSQL failover soak: a 3-member Patroni cluster (synchronous replication), the primary
+# killed with SIGKILL every 20-45 s under load (CHAOS_DATABASE=patroni-async: asynchronous).
+# Holds the benchmark lock, like every run that starts a cluster on this shared machine.
+CHAOS_DATABASE ?= patroni
+chaos-patroni: $(STAMP)  ## failover soak on Patroni (CHAOS_SECONDS=600 CHAOS_SEED=n CHAOS_DATABASE=patroni|patroni-async)
+	bash tests/setup-tools.sh
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) flock /tmp/conveyor-bench.lock \
+		$(BIN)/python -m tests.chaos.run --database $(CHAOS_DATABASE) $(CHAOS_ARGS)
 
 chaos-cluster: $(STAMP)  ## chaos soak on a 3-node RabbitMQ cluster: leader-node kills, partitions, rolling restarts (CHAOS_SECONDS, CHAOS_SEED)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) flock /tmp/conveyor-bench.lock $(BIN)/python -m tests.chaos.run --cluster 3 $(CHAOS_ARGS)

@@ -78,7 +78,7 @@ def status(database_url: str, *, directory: Path | None = None, details: bool = 
     """Every migration's state; with ``details`` who applied it and a partial file's progress
     (what the workers' login may not read: ``check_schema`` goes without)."""
     migrations = discover(directory or default_directory())
-    with _connect(database_url) as conn:
+    with _reader(database_url) as conn:
         applied = history.applied(conn)
         audit = history.audit(conn) if details else {}
         steps = history.steps_done(conn) if details else {}
@@ -219,6 +219,12 @@ def refuse_edited(migrations: list[Migration], applied: dict[int, history.Applie
 DIRECT_ONLY = ("migrations need a direct connection to PostgreSQL, not a transaction-pooling PgBouncer "
                "(the deploy lock and the owner role last a session): point CONVEYOR_DATABASE_URL at the "
                "server for the migrate job")
+
+
+def _reader(database_url: str) -> psycopg.Connection:
+    """A connection that only reads schema_history (names qualified, no session state): the
+    schema check of ``conveyor run`` and ``db status`` work through a pooler as well."""
+    return psycopg.connect(database_url, autocommit=True, prepare_threshold=None)
 
 
 def _connect(database_url: str) -> psycopg.Connection:

@@ -7,7 +7,10 @@
 # - pgbouncer (tests run the workers through it: devservices/pgbouncer.py), from Debian's
 #   `pgbouncer` package, its server not started;
 # - pgbackrest (tests/integration/test_backup.py, test_drill.py and `make drill`), from Debian's
-#   `pgbackrest` package (no recommends; it starts no server).
+#   `pgbackrest` package (no recommends; it starts no server);
+# - patroni and etcd (tests/chaos/test_patroni_short.py and `make chaos-patroni`: a 3-member
+#   Patroni cluster on one etcd member, devservices/patroni.py), from Debian's `patroni` and
+#   `etcd-server` packages, neither server started.
 # Idempotent: does nothing for a tool already there. Installs Debian's `prometheus`
 # package otherwise, and makes sure the install leaves no Prometheus server running
 # (nothing may listen on 9090 afterwards). Needs root (apt-get) only when it installs.
@@ -146,3 +149,7 @@ install_quietly() {
 install_quietly promtool prometheus prometheus
 # PgBouncer (devservices/pgbouncer.py; the intake, lifecycle and relay tests run through it).
 install_quietly pgbouncer pgbouncer pgbouncer
+# Patroni and etcd (devservices/patroni.py; the PostgreSQL failover chaos run). The etcd-server
+# package ships /usr/bin/etcd; patroni pulls python3-etcd (its etcd3 client uses it too).
+install_quietly patroni patroni patroni
+install_quietly etcd etcd-server etcd

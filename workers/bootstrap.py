@@ -40,10 +40,10 @@ def declare_topology(settings: Settings) -> None:
     connection = amqp.connect(settings, name="declare")
     try:
         channel = connection.channel()
-        topology.declare_exchanges(channel)
+        topology.declare_exchanges(channel, quorum_replicas=settings.quorum_replicas)
         for spec in WORKERS.values():
             topology.declare_worker(channel, spec, retry_delays=settings.retry_delays,
-                                    delivery_limit=settings.delivery_limit)
+                                    delivery_limit=settings.delivery_limit, quorum_replicas=settings.quorum_replicas)
     finally:
         connection.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     # CONVEYOR_DATABASE_URL. It must be a standby: a primary there is refused (docs/deploy.md).
     database_read_url: str | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    # Several brokers (the nodes of a RabbitMQ cluster), comma-separated URLs. When set it takes
+    # precedence: CONVEYOR_AMQP_URL becomes the first of them (for the tools that use one URL),
+    # and every connection of the workers tries them in turn (workers/runtime/amqp.py).
+    amqp_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    # Members of each quorum queue Conveyor creates (x-quorum-initial-group-size); unset: the
+    # broker's default (every node of the cluster in 3.10). Queues that exist are left as they
+    # are (a different group size is refused by RabbitMQ); see docs/deploy.md, "RabbitMQ cluster".
+    quorum_replicas: int | None = Field(default=None, ge=1, le=99)
 
     prefetch: int = Field(default=100, ge=1, le=10_000)
     batch_size: int = Field(default=20, ge=1, le=1_000)
@@ -178,9 +186,33 @@ class Settings(BaseSettings):
         parse_limits(value)  # raises ValueError naming the bad entry
         return value
 
-    @field_validator("http_port", mode="before")
+    @field_validator("amqp_urls", mode="before")
     @classmethod
-    def _empty_port_is_none(cls, value: object) -> object:
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("amqp_urls")
+    @classmethod
+    def _urls_scheme(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("amqp://", "amqps://")):
+                raise ValueError(f"each URL must start with amqp:// or amqps:// (got {redact(url)!r})")
+        if len(set(value)) != len(value):
+            raise ValueError("a URL is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _first_broker_is_the_url(self) -> "Settings":
+        # The tools that take one URL (publish, the topology policy, queue depths) use the first.
+        if self.amqp_urls and self.amqp_url != self.amqp_urls[0]:
+            object.__setattr__(self, "amqp_url", self.amqp_urls[0])
+        return self
+
+    @field_validator("quorum_replicas", "http_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url", "listen_database_url", "database_read_url")
@@ -196,6 +228,15 @@ class Settings(BaseSettings):
         if not value.startswith(("amqp://", "amqps://")):
             raise ValueError("must start with amqp:// or amqps://")
         return value
+
+
+def broker_urls(settings: Settings) -> list[str]:
+    """The brokers to try, in the configured order: CONVEYOR_AMQP_URLS, else CONVEYOR_AMQP_URL."""
+    return list(settings.amqp_urls) or [settings.amqp_url]
+
+
+def redact(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -9,4 +9,6 @@ faults on a seeded schedule, then a Jepsen-style check of the history and the fi
 - ``nemesis``: the fault catalogue and its seeded schedule;
 - ``observe``: draining every queue and reading the final state;
 - ``run``: one run end to end (``make chaos``; ``test_chaos_short.py`` in the suite).
+- ``patroni``: the same on a 3-member Patroni cluster, the ``db-failover`` fault and its
+  measurements (``make chaos-patroni``; ``test_patroni_short.py`` in the suite).
 """

@@ -29,7 +29,7 @@ import pika
 import pika.exceptions
 import psycopg
 
-from tests.chaos.cluster import ROOT
+from tests.chaos.cluster import ROOT, connect_any
 from tests.chaos.history import History
 from tests.chaos.plans import REACTS_TO, Catalogue, Send, created, make_order, reactions
 
@@ -51,6 +51,12 @@ def client_parameters(amqp_url: str, *, name: str) -> pika.URLParameters:
     return params
 
 
+def connect(amqp_urls: str | list[str], *, name: str) -> pika.BlockingConnection:
+    """A client connection to the broker, or to the first node of a cluster that answers."""
+    urls = [amqp_urls] if isinstance(amqp_urls, str) else amqp_urls
+    return connect_any(urls, lambda url: client_parameters(url, name=name))
+
+
 def declare_partners(channel) -> None:
     """The partners' and the shop's queues (quorum: they outlive broker restarts)."""
     quorum = {"x-queue-type": "quorum"}
@@ -66,7 +72,7 @@ def declare_partners(channel) -> None:
 class Sender:
     """One publishing connection (confirm mode) of one client thread, reconnecting."""
 
-    def __init__(self, amqp_url: str, history: History, *, process: str, stop: threading.Event,
+    def __init__(self, amqp_url: str | list[str], history: History, *, process: str, stop: threading.Event,
                  deadline_s: float = 20.0) -> None:
         self.amqp_url = amqp_url
         self.history = history
@@ -110,7 +116,7 @@ class Sender:
     def _ensure_channel(self):
         if self._channel is None or not self._channel.is_open:
             self.close()
-            self._connection = pika.BlockingConnection(client_parameters(self.amqp_url, name=self.process))
+            self._connection = connect(self.amqp_url, name=self.process)
             self._channel = self._connection.channel()
             self._channel.confirm_delivery()
         return self._channel
@@ -132,7 +138,7 @@ def _properties(send: Send) -> pika.BasicProperties:
 class OrderFeed(threading.Thread):
     """``order.created`` at ``rate`` per second; ``burst(n)`` sends n more at once."""
 
-    def __init__(self, amqp_url: str, history: History, *, seed: int, catalogue: Catalogue, rate: float,
+    def __init__(self, amqp_url: str | list[str], history: History, *, seed: int, catalogue: Catalogue, rate: float,
                  orders: dict[str, tuple[dict, str]]) -> None:
         super().__init__(name="chaos-orders", daemon=True)
         self.stop = threading.Event()
@@ -171,7 +177,7 @@ class Shop(threading.Thread):
     reaction was published (or given up), so a lost connection means a redelivery, which
     finds the reaction already done or sends the same messages again."""
 
-    def __init__(self, amqp_url: str, history: History, *, orders: dict[str, tuple[dict, str]]) -> None:
+    def __init__(self, amqp_url: str | list[str], history: History, *, orders: dict[str, tuple[dict, str]]) -> None:
         super().__init__(name="chaos-shop", daemon=True)
         self.stop = threading.Event()
         self.amqp_url = amqp_url
@@ -185,7 +191,7 @@ class Shop(threading.Thread):
         while not self.stop.is_set():
             connection = None
             try:
-                connection = pika.BlockingConnection(client_parameters(self.amqp_url, name="shop-events"))
+                connection = connect(self.amqp_url, name="shop-events")
                 channel = connection.channel()
                 channel.basic_qos(prefetch_count=50)
                 for method, _properties, body in channel.consume(SHOP_QUEUE, inactivity_timeout=0.2):
@@ -349,8 +355,8 @@ class Workload:
     def start(cls, cluster, history: History, *, seed: int, catalogue: Catalogue, rate: float) -> "Workload":
         orders: dict[str, tuple[dict, str]] = {}
         workload = cls(
-            OrderFeed(cluster.amqp_url, history, seed=seed, catalogue=catalogue, rate=rate, orders=orders),
-            Shop(cluster.amqp_url, history, orders=orders),
+            OrderFeed(cluster.amqp_urls, history, seed=seed, catalogue=catalogue, rate=rate, orders=orders),
+            Shop(cluster.amqp_urls, history, orders=orders),
             Clerk(cluster.database_url, history, seed=seed, catalogue=catalogue),
             Sampler(cluster.database_url, history))
         for thread in (workload.sampler, workload.shop, workload.clerk, workload.feed):

@@ -4,6 +4,10 @@ each, and the worker processes (``python -m conveyor run ...``), which reach the
 only through the proxies. The harness itself (the workload, the checker) talks to the
 servers directly, like the shop and the operators would.
 
+With ``brokers=3`` the broker is a RabbitMQ cluster of three nodes (``RabbitCluster``): a
+proxy in front of each node's client port, the workers given all three (``CONVEYOR_AMQP_URLS``)
+and ``CONVEYOR_QUORUM_REPLICAS=3``; the harness's own clients fail over between the nodes too.
+
 Like a process manager, ``supervise()`` restarts a worker process that exited (after the
 delay the nemesis asked for); an exit the nemesis did not cause is recorded as a crash.
 Processes are started from the calling thread and die with it (parent-death signal): call
@@ -26,6 +30,7 @@ import pika
 import psycopg
 
 from conveyor.devservices import RestartablePostgres, RestartableRabbitMQ, database_url_for
+from conveyor.devservices.rabbitmq_cluster import RabbitCluster
 from tests.chaos.history import History
 from tests.support.tcp_proxy import TcpProxy
 
@@ -55,12 +60,75 @@ class WorkerProcess:
         return self.popen.pid if self.popen is not None and self.popen.poll() is None else None
 
 
+class ClusterBroker:
+    """The three-node cluster where the single-node harness expects one broker: ``running``
+    (every node), ``start()`` (the nodes that are down), ``rabbitmqctl`` (a node that runs)."""
+
+    def __init__(self, rabbit: RabbitCluster) -> None:
+        self.rabbit = rabbit
+
+    @property
+    def running(self) -> bool:
+        return self.rabbit.running and not self.rabbit.partitioned
+
+    def start(self) -> None:
+        if self.rabbit.partitioned:
+            self.rabbit.heal()
+        self.rabbit.start_missing()
+
+    def stop(self) -> None:
+        raise NotImplementedError("a whole-cluster stop is not a fault of the cluster plan")
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60) -> str:
+        return self.rabbit.rabbitmqctl(*args, timeout=timeout)
+
+    def each_node(self, *args: str) -> None:
+        for i, node in enumerate(self.rabbit.nodes):
+            if node.running and i not in self.rabbit.partitioned:
+                node.rabbitmqctl(*args)
+
+
+class ProxyGroup:
+    """The proxies in front of every node, driven as one (the broker's network faults)."""
+
+    def __init__(self, proxies: list[TcpProxy]) -> None:
+        self.proxies = proxies
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("delay_s", "hold", "blackhole", "refuse"):
+            for proxy in self.proxies:
+                setattr(proxy, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __getattr__(self, name: str):
+        return getattr(self.proxies[0], name)
+
+    def heal(self) -> None:
+        for proxy in self.proxies:
+            proxy.heal()
+
+    def reset_all(self) -> int:
+        return sum(proxy.reset_all() for proxy in self.proxies)
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.close()
+
+
+def connect_any(urls: list[str], params) -> pika.BlockingConnection:
+    """A connection to the first of ``urls`` that answers (``params(url)`` builds each)."""
+    return pika.BlockingConnection([params(url) for url in urls])
+
+
 class Cluster:
     def __init__(self, workdir: str, *, processes: dict[str, tuple[str, ...]], env: dict[str, str],
-                 history: History) -> None:
+                 history: History, brokers: int = 1) -> None:
         self.workdir = workdir
         self.env = env
         self.history = history
+        self.brokers = brokers
+        self.rabbit: RabbitCluster | None = None
         self.processes = {name: WorkerProcess(name, workers, os.path.join(workdir, f"{name}.log"))
                           for name, workers in processes.items()}
         self._stack = ExitStack()
@@ -69,14 +137,21 @@ class Cluster:
 
     def __enter__(self) -> "Cluster":
         try:
-            self.broker = self._stack.enter_context(RestartableRabbitMQ())
+            if self.brokers == 1:
+                self.broker = self._stack.enter_context(RestartableRabbitMQ())
+            else:
+                self.rabbit = self._stack.enter_context(RabbitCluster(self.brokers))
+                self.broker = ClusterBroker(self.rabbit)
             self.postgres = self._stack.enter_context(RestartablePostgres())
             with psycopg.connect(self.postgres.database_url, autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
             self.database_url = database_url_for(self.postgres.database_url, DATABASE)
-            self.amqp_url = self.broker.amqp_url
+            self.amqp_url = self.rabbit.amqp_url if self.rabbit else self.broker.amqp_url
             self.db_proxy, self.proxied_database_url = TcpProxy.for_url(self.database_url)
-            self.broker_proxy, self.proxied_amqp_url = TcpProxy.for_url(self.amqp_url)
+            proxies = [TcpProxy.for_url(url) for url in self.amqp_urls]
+            self.proxied_amqp_urls = [url for _, url in proxies]
+            self.proxied_amqp_url = self.proxied_amqp_urls[0]
+            self.broker_proxy = proxies[0][0] if self.brokers == 1 else ProxyGroup([p for p, _ in proxies])
             self._stack.callback(self.db_proxy.close)
             self._stack.callback(self.broker_proxy.close)
             self._stack.callback(self.kill_all)
@@ -98,10 +173,18 @@ class Cluster:
         self.postgres.start()
 
     def memory_alarm(self, on: bool) -> None:
-        self.broker.rabbitmqctl("set_vm_memory_high_watermark", "0.0000001" if on else NORMAL_WATERMARK)
+        args = ("set_vm_memory_high_watermark", "0.0000001" if on else NORMAL_WATERMARK)
+        if isinstance(self.broker, ClusterBroker):
+            self.broker.each_node(*args)
+        else:
+            self.broker.rabbitmqctl(*args)
 
     def close_broker_connections(self) -> None:
-        self.broker.rabbitmqctl("close_all_connections", "chaos: close_all_connections")
+        args = ("close_all_connections", "chaos: close_all_connections")
+        if isinstance(self.broker, ClusterBroker):
+            self.broker.each_node(*args)
+        else:
+            self.broker.rabbitmqctl(*args)
 
     def terminate_backends(self, like: str, *, not_like: str | None = None) -> int:
         """pg_terminate_backend of the run's backends whose application_name is LIKE ``like``."""
@@ -134,8 +217,17 @@ class Cluster:
             row["process"] = self._owner_of(origin, self.db_proxy.port) if origin else None
         return rows
 
+    @property
+    def amqp_urls(self) -> list[str]:
+        """Every broker node the harness's clients may use, directly (not through a proxy)."""
+        return self.rabbit.amqp_urls if self.rabbit else [self.amqp_url]
+
+    def connection(self) -> pika.BlockingConnection:
+        """A direct connection (not through a proxy) to the broker, or the first node that answers."""
+        return connect_any(self.amqp_urls, pika.URLParameters)
+
     def channel(self) -> tuple[pika.BlockingConnection, object]:
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        connection = self.connection()
         return connection, connection.channel()
 
     # -- worker processes ------------------------------------------------------------------------
@@ -144,7 +236,10 @@ class Cluster:
         proc = self.processes[name]
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}, **self.env,
                "CONVEYOR_DATABASE_URL": self.proxied_database_url, "CONVEYOR_AMQP_URL": self.proxied_amqp_url,
-               "PYTHONFAULTHANDLER": "1"}  # a stalled process can be asked for its stacks (SIGABRT)
+               "PYTHONFAULTHANDLER": "1"}
+        if self.brokers > 1:
+            env["CONVEYOR_AMQP_URLS"] = ",".join(self.proxied_amqp_urls)
+            env["CONVEYOR_QUORUM_REPLICAS"] = str(self.brokers)
         with open(proc.log_path, "ab") as log:
             log.write(f"--- start {proc.starts + 1} at {self.history.elapsed():.2f}s\n".encode())
             log.flush()

@@ -34,8 +34,15 @@ FAULTS: dict[str, tuple[tuple[float, float], str]] = {
     "net-blackhole-broker": ((2.0, 8.0), "the broker proxy forwards nothing (past the 2 s heartbeat)"),
     "net-reset-db": ((0.0, 0.0), "the database proxy resets every connection"),
     "net-reset-broker": ((0.0, 0.0), "the broker proxy resets every connection"),
+    # Only on a Patroni cluster (tests/chaos/patroni.py, --database patroni): the hold is how
+    # long the dead member's host stays down before it rejoins.
+    "db-failover": ((8.0, 15.0), "a burst of orders, then kill -9 the primary's PostgreSQL and Patroni "
+                                 "(a dead host): Patroni promotes a standby; the member rejoins after the hold"),
+    "db-failover-lagging": ((8.0, 15.0), "the same, with the primary's WAL senders paused (SIGSTOP) for 1 s "
+                                         "before the kill: the primary dies with WAL no standby has"),
 }
-KINDS = tuple(FAULTS)
+PATRONI_KINDS = ("db-failover", "db-failover-lagging")
+KINDS = tuple(kind for kind in FAULTS if kind not in PATRONI_KINDS)  # the single-server run's
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,16 @@ def _db_restart(fault, cluster, rng, _burst) -> Applied:
     return Applied({"down_s": round(time.monotonic() - started, 2)})
 
 
+def _db_failover(fault, cluster, rng, burst) -> Applied:
+    burst(rng.randint(50, 150))
+    time.sleep(0.3)  # the burst is under way: batches in flight, commits waiting for the standby
+    detail = cluster.failover(lagging_s=1.0 if fault.kind == "db-failover-lagging" else 0.0)
+
+    def heal() -> dict:
+        return cluster.rejoin(detail["killed"])
+    return Applied(detail, heal)
+
+
 # -- network ---------------------------------------------------------------------------------
 
 def _proxy(cluster: Cluster, kind: str):
@@ -203,4 +220,12 @@ _APPLY = {
     "net-blackhole-broker": _blackhole,
     "net-reset-db": _reset,
     "net-reset-broker": _reset,
+    "db-failover": _db_failover,
+    "db-failover-lagging": _db_failover,
 }
+
+
+# The RabbitMQ cluster plan (--cluster 3) adds its kinds: tests/chaos/rabbit_plan.py.
+from tests.chaos import rabbit_plan  # noqa: E402 - registers into FAULTS and _APPLY
+
+CLUSTER_KINDS, CLUSTER_PLAN = rabbit_plan.register(FAULTS, _APPLY, KINDS)

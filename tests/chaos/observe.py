@@ -161,7 +161,7 @@ def _take_all(cluster: Cluster, queue: str) -> list[Delivered]:
 
 def _get_all(cluster: Cluster, queue: str) -> list[tuple]:
     """Every message in ``queue``, in order (taken for good: the run is over)."""
-    connection = pika.BlockingConnection(pika.URLParameters(cluster.amqp_url))
+    connection = cluster.connection()
     got = []
     try:
         channel = connection.channel()
@@ -179,7 +179,7 @@ def _get_all(cluster: Cluster, queue: str) -> list[tuple]:
 
 def _depths(cluster: Cluster, queues: list[str]) -> dict[str, tuple[int, int]]:
     """(ready messages, consumers) of each queue; a queue that does not exist yet is empty."""
-    connection = pika.BlockingConnection(pika.URLParameters(cluster.amqp_url))
+    connection = cluster.connection()
     result = {}
     try:
         for queue in queues:

@@ -2,6 +2,7 @@
 seeded workload, the seeded faults, heal, drain, read, check.
 
     python -m tests.chaos.run --seconds 600 --seed 7      (from the repository root, or ``make chaos``)
+    python -m tests.chaos.run --cluster 3 --seconds 300   (the cluster plan, ``make chaos-cluster``)
 
 Exit 0 when every verdict is empty, 1 otherwise (the offending ids are printed). The run's
 directory keeps the history (``history.jsonl``), each process's log and ``report.json``;
@@ -52,6 +53,17 @@ class Options:
     drain_timeout: float = 120.0
     workdir: str | None = None
     keep: bool = False
+    brokers: int = 1                # 3: a RabbitMQ cluster of three nodes (the cluster plan)
+    # "single": one PostgreSQL behind a proxy; "patroni": a 3-member Patroni cluster with
+    # synchronous replication, workers on the multi-host URL; "patroni-async": the same with
+    # asynchronous replication (losses are reported, not a failure: see tests/chaos/patroni.py).
+    database: str = "single"
+    first_fault_at: float = 3.0     # seconds into the load (a failover wants a steady rate before it)
+
+
+DATABASES = ("single", "patroni", "patroni-async")
+# The Patroni plan's faults: failovers, half of them with the standbys lagging (nemesis).
+PATRONI_PLAN = ("db-failover", "db-failover-lagging")
 
 
 @dataclass
@@ -64,6 +76,14 @@ class Report:
     exit_codes: dict = field(default_factory=dict)
     phases: dict = field(default_factory=dict)
     workdir: str = ""
+    database: str = "single"
+    failovers: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Every verdict empty; with asynchronous replication a run passes when it completed and
+        reported (losses are what it shows, not a harness failure)."""
+        return self.verdict.ok or self.database == "patroni-async"
 
     def summary(self) -> str:
         stats = self.verdict.stats
@@ -76,7 +96,35 @@ class Report:
                  f"partner feeds: inventory {stats['inventory_messages']}, order events "
                  f"{stats['order_event_messages']}; stock samples {stats['stock_samples']}",
                  self.verdict.summary()]
+        if self.database != "single":
+            lines[1:1] = [failover_line(f) for f in self.failovers] or ["failovers: none applied"]
+        if self.database == "patroni-async":
+            lines.append(async_explanation(self.verdict))
         return "\n".join(lines)
+
+
+def failover_line(f: dict) -> str:
+    lagging = f", standbys lagging {f['standbys_lagging_s']:g} s before" if f.get("standbys_lagging_s") else ""
+    return (f"failover {f['killed']} -> {f['promoted']} at {f.get('at', '?')}s{lagging}: new primary after "
+            f"{f['failover_s']} s, first order after {f.get('first_order_s')} s, throughput back to "
+            f">= 80 % of {f.get('baseline_orders_per_s')}/s after {f.get('throughput_recovered_s')} s, relay "
+            f"publishing after {f.get('relay_back_s')} s; transactions the dead primary committed beyond the "
+            f"fork (not on the new primary): {f.get('commits_beyond_fork')}; "
+            f"{f.get('rejoined', '')}")
+
+
+def async_explanation(verdict: Verdict) -> str:
+    lost = len(verdict.problems.get("lost", []))
+    others = {k: len(v) for k, v in verdict.problems.items() if v and k != "lost"}
+    if verdict.ok:
+        return ("asynchronous replication: this time nothing acknowledged was lost (the standby had every "
+                "commit when the primary died); nothing guarantees it: a commit is acknowledged before "
+                "any standby has it")
+    return (f"asynchronous replication: {lost} acknowledged operation(s) lost with the old primary "
+            f"(commits it acknowledged before sending their WAL to the standby that was promoted); the other "
+            f"verdicts ({others or 'none'}) follow from the same lost commits (work acknowledged to the broker "
+            "and gone from the database, events the partners received for rows that no longer exist). "
+            "Synchronous replication (--database patroni) is what prevents it")
 
 
 def worker_environment(options: Options) -> dict[str, str]:
@@ -105,11 +153,12 @@ def run(options: Options, *, log=print) -> Report:
     history = History(path=os.path.join(workdir, "history.jsonl"))
     catalogue = make_catalogue(random.Random(f"{options.seed}:catalogue"))
     phases: dict[str, float] = {}
-    with Cluster(workdir, processes=PROCESSES, env=worker_environment(options), history=history) as cluster:
+    with _cluster(options, workdir, history) as cluster:
         _start(cluster, catalogue, workdir)
         phases["setup"] = round(time.monotonic() - started, 1)
-        log(f"chaos: seed {options.seed}, servers and {len(PROCESSES)} workers up in {phases['setup']} s; "
-            f"load for {options.seconds:g} s ({workdir})")
+        broker = f"a {options.brokers}-node RabbitMQ cluster" if options.brokers > 1 else "one RabbitMQ node"
+        log(f"chaos: seed {options.seed}, servers ({broker}) and {len(PROCESSES)} workers up in "
+            f"{phases['setup']} s; load for {options.seconds:g} s ({workdir})")
         workload = Workload.start(cluster, history, seed=options.seed, catalogue=catalogue, rate=options.rate)
         try:
             faults = _faults(options, cluster, workload.feed, history, log)
@@ -117,18 +166,44 @@ def run(options: Options, *, log=print) -> Report:
             workload.stop_load()
             state, codes = _heal_and_drain(cluster, workload, options, history, workdir)
             phases["drain"] = round(time.monotonic() - started - sum(phases.values()), 1)
+            failovers = _failovers(cluster, faults)
         finally:
             workload.stop()
     history.close()
     verdict = check(operations(history.events), state, initial=catalogue.initial)
     report = Report(options.seed, options.seconds, round(time.monotonic() - started, 1), verdict, faults,
-                    codes, phases, workdir)
+                    codes, phases, workdir, options.database, failovers)
     _write_json(os.path.join(workdir, "report.json"), {
         **asdict(report), "verdict": {"ok": verdict.ok, "problems": verdict.problems, "stats": verdict.stats}})
     if verdict.ok and not options.keep and options.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
         report.workdir = "(deleted: the run passed)"
     return report
+
+
+def _cluster(options: Options, workdir: str, history: History) -> Cluster:
+    env = worker_environment(options)
+    if options.database == "single":
+        return Cluster(workdir, processes=PROCESSES, env=env, history=history, brokers=options.brokers)
+    if options.brokers > 1:
+        raise ValueError("--cluster 3 runs against one PostgreSQL (--database single)")
+    if options.database not in DATABASES:
+        raise ValueError(f"--database must be one of {DATABASES}")
+    from tests.chaos.patroni import PatroniChaosCluster
+
+    return PatroniChaosCluster(workdir, processes=PROCESSES, env=env, history=history,
+                               synchronous=options.database == "patroni")
+
+
+def _failovers(cluster: Cluster, faults: list[dict]) -> list[dict]:
+    """Per failover, what Patroni, the relay and the throughput did (tests/chaos/patroni.py)."""
+    if not hasattr(cluster, "failovers"):
+        return []
+    from tests.chaos.patroni import measure
+
+    applied = [f for f in faults if f["kind"] in nemesis.PATRONI_KINDS]
+    measured = measure(cluster)  # type: ignore[arg-type]
+    return [{"at": f["at"], **m} for f, m in zip(applied, measured, strict=False)]
 
 
 def _start(cluster: Cluster, catalogue: Catalogue, workdir: str) -> None:
@@ -175,7 +250,9 @@ def _prepare(cluster: Cluster, catalogue: Catalogue) -> None:
     from conveyor.workers.config import Settings
 
     migrate(cluster.database_url)
-    declare_topology(Settings(amqp_url=cluster.amqp_url, retry_delays=RETRY_DELAYS, delivery_limit=DELIVERY_LIMIT))
+    declare_topology(Settings(amqp_urls=tuple(cluster.amqp_urls), retry_delays=RETRY_DELAYS,
+                              delivery_limit=DELIVERY_LIMIT,
+                              quorum_replicas=cluster.brokers if cluster.brokers > 1 else None))
     connection, channel = cluster.channel()
     try:
         declare_partners(channel)  # before the stock exists: the partner sees version 1
@@ -195,7 +272,7 @@ def _faults(options: Options, cluster: Cluster, feed: OrderFeed, history: Histor
     load_started = time.monotonic()
     applied, late = [], 0.0
     for fault in nemesis.schedule(options.seed, duration=options.seconds, kinds=options.kinds, gap=options.gap,
-                                  holds=options.holds):
+                                  holds=options.holds, start=options.first_fault_at):
         # A fault that took longer than its hold (a broker boot) pushes the rest back, so the
         # gaps stay; what no longer fits before the end of the load is left out.
         if fault.at + late + fault.hold > options.seconds - 2:
@@ -239,17 +316,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("CHAOS_SECONDS", 600)))
     parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED") or random.randrange(1 << 20)))
     parser.add_argument("--rate", type=float, default=30.0, help="order.created per second")
-    parser.add_argument("--kinds", default=",".join(nemesis.KINDS), help="fault kinds, comma-separated")
+    parser.add_argument("--kinds", help="fault kinds, comma-separated (default: every kind of the --database: "
+                                        f"{','.join(nemesis.KINDS)} on a single server, "
+                                        f"{','.join(PATRONI_PLAN)} on Patroni)")
+    parser.add_argument("--database", choices=DATABASES, default=os.environ.get("CHAOS_DATABASE", "single"),
+                        help="one PostgreSQL (default), or a Patroni cluster with synchronous or asynchronous "
+                             "replication (failovers under load)")
+    parser.add_argument("--cluster", type=int, choices=(1, 3), default=int(os.environ.get("CHAOS_CLUSTER") or 1),
+                        metavar="N", help="RabbitMQ nodes: 1 (default), or 3: the cluster plan, whose default kinds "
+                                          "are " + ", ".join(nemesis.CLUSTER_KINDS) + " and every single-node "
+                                          "kind but broker-restart (tests/chaos/rabbit_plan.py)")
+    parser.add_argument("--gap", default=None,
+                        help="seconds between faults, LOW,HIGH (default 1.5,5; 20,30 on Patroni)")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for quiet")
     parser.add_argument("--workdir", help="keep the run's files here")
     parser.add_argument("--keep", action="store_true", help="keep the run's files even when it passes")
     args = parser.parse_args(argv)
+    patroni = args.database != "single"
+    kinds = args.kinds or ",".join(PATRONI_PLAN if patroni else nemesis.CLUSTER_PLAN if args.cluster > 1
+                                   else nemesis.KINDS)
+    gap = tuple(float(g) for g in (args.gap or ("20,30" if patroni else "1.5,5")).split(","))
     options = Options(seconds=args.seconds, seed=args.seed, rate=args.rate,
-                      kinds=tuple(k for k in args.kinds.split(",") if k), drain_timeout=args.drain_timeout,
-                      workdir=args.workdir, keep=args.keep)
+                      kinds=tuple(k for k in kinds.split(",") if k), drain_timeout=args.drain_timeout,
+                      workdir=args.workdir, keep=args.keep, database=args.database, gap=(gap[0], gap[1]),
+                      first_fault_at=20.0 if patroni else 3.0, brokers=args.cluster)
     report = run(options)
     print(report.summary())
-    return 0 if report.verdict.ok else 1
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

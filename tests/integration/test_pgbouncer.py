@@ -15,7 +15,7 @@ import pytest
 from conveyor.db import sessions
 from conveyor.db.connection import connect, connect_reader, make_pool, require_direct, transaction
 from conveyor.db.errors import DatabaseUnavailable, MigrationError, PoolerRefused, ReadUrlNotReplica
-from conveyor.db.migrate import migrate
+from conveyor.db.migrate import check_schema, migrate, status
 from conveyor.devservices.pgbouncer import PgBouncer
 from tests.integration.test_cli import conveyor
 from tests.support.replica import primary_and_standby, wait_replayed
@@ -61,6 +61,16 @@ def test_straight_to_postgres_nothing_is_added_per_transaction(database_url):
         assert sessions.local_settings_of(conn) is None
     assert not sessions.pooled(database_url)
     assert shown is not None and shown[0] == "1234ms"
+
+
+def test_the_workers_safe_start_check_and_db_status_work_through_pgbouncer(bouncer, database_url):
+    url = bouncer.url_for(database_url)
+
+    check = check_schema(url)
+    states = status(url)
+
+    assert check.ready and not check.pending
+    assert states and {s.status for s in states} == {"applied"}
 
 
 def test_migrations_and_the_archive_refuse_a_pooled_connection(bouncer, database_url, amqp_url):

@@ -117,9 +117,10 @@ class Consumer:
             copies = CopyPublisher(connection, channel, on_confirmed=lambda tags: self._ack(channel, tags),
                                    on_refused=lambda tag, why: self._copy_refused(channel, tag, why))
             if self.declare:
-                topology.declare_exchanges(channel)
+                topology.declare_exchanges(channel, quorum_replicas=self.settings.quorum_replicas)
                 topology.declare_worker(channel, self.spec, retry_delays=self.settings.retry_delays,
-                                        delivery_limit=self.settings.delivery_limit)
+                                        delivery_limit=self.settings.delivery_limit,
+                                        quorum_replicas=self.settings.quorum_replicas)
             channel.basic_qos(prefetch_count=self.settings.prefetch)
             with self._lock:
                 self.generation += 1

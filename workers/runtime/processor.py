@@ -40,6 +40,12 @@ from conveyor.workers.runtime.tracecontext import event_context
 
 log = get_logger("conveyor.processor")
 
+# The longest wait between two tries of a batch while the database is out of reach. A
+# failover (Patroni: kill -9 of the primary, a standby promoted ~10 s later) is over between
+# two tries: with waits doubling to 10 s the workers came back up to 8 s after the new
+# primary; at 2 s a try costs one connection attempt per processor, nothing else.
+MAX_OUTAGE_WAIT_S = 2.0
+
 
 @dataclass
 class Result:
@@ -209,7 +215,7 @@ class Processor:
                         self.health.set_problem(self._condition, "database unavailable; waiting to reconnect")
                     self.health.beat(self._loop_name)
                     self.stop.wait(outage_wait)
-                    outage_wait = min(outage_wait * 2, 10.0)
+                    outage_wait = min(outage_wait * 2, MAX_OUTAGE_WAIT_S)
                     continue
                 if is_outage(error):
                     for result in results:

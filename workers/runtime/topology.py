@@ -4,6 +4,12 @@ Per work queue: a quorum queue with an explicit delivery limit, one retry queue 
 delay tier (queue-level TTL, dead-lettering back to the work queue) and ``<queue>.dlq``;
 a queue whose messages may be deferred for tenant fairness also has ``<queue>.defer.<N>s``.
 
+With ``quorum_replicas`` (``CONVEYOR_QUORUM_REPLICAS``, a cluster) a quorum queue that does not
+exist yet is declared with ``x-quorum-initial-group-size``; one that exists is left as it is:
+RabbitMQ (3.10.8, checked) refuses a declare whose group size differs from the queue's, or is
+absent where the queue has one, with 406 PRECONDITION_FAILED, so the argument may only ever be
+sent to create a queue (``declare_quorum``: a passive declare on a channel of its own first).
+
 A DLQ must never have a delivery limit (it has nowhere to dead-letter, so a limit drops the
 letters a console look hands back): its arguments depend on the broker's version, see
 ``dlq_arguments`` and docs/dlq.md, "Looking never wears a message down".
@@ -71,12 +77,44 @@ def dlq_arguments(version: tuple[int, ...] | None) -> dict:
     return arguments
 
 
-def declare_dlq(channel, queue: str) -> None:
+QUORUM_GROUP_SIZE = "x-quorum-initial-group-size"
+
+
+def queue_exists(connection, queue: str) -> bool:
+    """A passive declare on a channel of its own (a 404 closes the channel it was asked on)."""
+    probe = connection.channel()
+    try:
+        probe.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != 404:
+            raise
+        return False
+    probe.close()
+    return True
+
+
+def declare_quorum(channel, queue: str, arguments: dict, *, replicas: int | None) -> None:
+    """Declare a quorum queue. ``replicas`` None: as always (a redeclare checks the arguments).
+    Otherwise a queue that exists is left as it is, and a new one gets ``replicas`` members."""
+    if replicas is None:
+        channel.queue_declare(queue, durable=True, arguments=arguments)
+        return
+    if queue_exists(channel.connection, queue):
+        return
+    channel.queue_declare(queue, durable=True, arguments={**arguments, QUORUM_GROUP_SIZE: replicas})
+
+
+def declare_dlq(channel, queue: str, *, replicas: int | None = None) -> None:
     """Declare ``queue`` as a DLQ with the arguments for the broker ``channel`` is on."""
     connection = getattr(channel, "connection", None)
     version = broker_version(connection)
     if version is None or not has_default_delivery_limit(version):
-        channel.queue_declare(queue, durable=True, arguments=dlq_arguments(version))
+        declare_quorum(channel, queue, dlq_arguments(version), replicas=replicas)
+        return
+    if replicas is not None:
+        if queue_exists(connection, queue):
+            return
+        channel.queue_declare(queue, durable=True, arguments={**dlq_arguments(version), QUORUM_GROUP_SIZE: replicas})
         return
     _declare_dlq_own_channel(connection, queue, version)
 
@@ -131,10 +169,16 @@ def retry_queue_arguments(queue: str, delay_seconds: int) -> dict:
     }
 
 
-def declare_exchanges(channel) -> None:
+def declare_exchanges(channel, *, quorum_replicas: int | None = None) -> None:
+    """The exchanges and ``conveyor.unrouted``: a classic queue on one broker; with
+    ``quorum_replicas`` (a cluster) a quorum queue when it is created, so that it is not
+    on one node only (a durable classic queue whose node is down refuses every declare)."""
     channel.exchange_declare(UNROUTED, exchange_type="fanout", durable=True)
-    channel.queue_declare(UNROUTED, durable=True, arguments={
-        "x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"})
+    unrouted = {"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"}
+    if quorum_replicas is None:
+        channel.queue_declare(UNROUTED, durable=True, arguments=unrouted)
+    else:
+        declare_quorum(channel, UNROUTED, {"x-queue-type": "quorum", **unrouted}, replicas=quorum_replicas)
     channel.queue_bind(UNROUTED, UNROUTED)
     for name in INBOUND_EXCHANGES:
         channel.exchange_declare(name, exchange_type="topic", durable=True)
@@ -143,16 +187,17 @@ def declare_exchanges(channel) -> None:
                                  arguments={"alternate-exchange": UNROUTED})
 
 
-def declare_worker(channel, spec: WorkerSpec, *, retry_delays: Iterable[int], delivery_limit: int) -> None:
-    declare_dlq(channel, dlq_name(spec.queue))
-    channel.queue_declare(spec.queue, durable=True,
-                          arguments=work_queue_arguments(spec.queue, delivery_limit=delivery_limit))
+def declare_worker(channel, spec: WorkerSpec, *, retry_delays: Iterable[int], delivery_limit: int,
+                   quorum_replicas: int | None = None) -> None:
+    declare_dlq(channel, dlq_name(spec.queue), replicas=quorum_replicas)
+    declare_quorum(channel, spec.queue, work_queue_arguments(spec.queue, delivery_limit=delivery_limit),
+                   replicas=quorum_replicas)
     for delay in sorted(set(retry_delays)):
-        channel.queue_declare(retry_queue_name(spec.queue, delay), durable=True,
-                              arguments=retry_queue_arguments(spec.queue, delay))
+        declare_quorum(channel, retry_queue_name(spec.queue, delay), retry_queue_arguments(spec.queue, delay),
+                       replicas=quorum_replicas)
     if spec.rate_limited:  # the same shape as a retry tier: a TTL, then back to the work queue
         for delay in DEFER_TIERS:
-            channel.queue_declare(defer_queue_name(spec.queue, delay), durable=True,
-                                  arguments=retry_queue_arguments(spec.queue, delay))
+            declare_quorum(channel, defer_queue_name(spec.queue, delay), retry_queue_arguments(spec.queue, delay),
+                           replicas=quorum_replicas)
     for exchange, routing_key in spec.bindings:
         channel.queue_bind(spec.queue, exchange, routing_key=routing_key)

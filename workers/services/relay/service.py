@@ -67,7 +67,7 @@ class OutboxRelay:
                  poll_interval: float = 1.0, lease_seconds: float = 5.0, batch_timeout: float = 10.0,
                  per_key_in_flight: int = 1, max_waves: int = 16, rotate_after_rows: int = 10_000,
                  rotate_check_seconds: float = 1.0,
-                 max_reconnect_delay: float = 5.0, holder: str | None = None,
+                 max_reconnect_delay: float = 2.0, holder: str | None = None,
                  after_confirm: Callable[[list[OutboxRow], BatchResult], None] | None = None,
                  health: Health | None = None) -> None:
         if not 0 < poll_interval < lease_seconds:
@@ -89,7 +89,8 @@ class OutboxRelay:
         self.rotate_after_rows = rotate_after_rows
         self.rotate_check_seconds = rotate_check_seconds
         # Partners wait while the relay is away: retry a lost broker or database often
-        # (a handful of relays, not a herd of consumers).
+        # (a handful of relays, not a herd of consumers): every 2 s at most, so a failover's
+        # new primary (~10 s) finds it back within 2 s.
         self.max_reconnect_delay = max_reconnect_delay
         self.holder = holder or default_holder()
         self.after_confirm = after_confirm  # a seam for tests: "crash between confirm and delete"
@@ -138,7 +139,7 @@ class OutboxRelay:
             broker = amqp.connect(self.settings, name="relay")
             try:
                 publisher = ConfirmingPublisher(broker)
-                topology.declare_exchanges(publisher.channel)
+                topology.declare_exchanges(publisher.channel, quorum_replicas=self.settings.quorum_replicas)
                 self.connections += 1
                 log.info("relay_connected", relay=self.holder)
                 self.health.set_problem("relay", None)
