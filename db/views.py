@@ -22,8 +22,10 @@ from conveyor.schemas.names import OUTBOUND_EXCHANGES
 SHOW_ORDER = """
 SELECT o.order_id, o.tenant_id, o.customer_id, o.currency, o.total, o.status, o.status_reason,
        o.placed_at, o.created_at, o.updated_at
-FROM order_registry r JOIN orders o ON o.order_id = r.order_id AND o.created_at = r.created_at
-WHERE r.order_id = %(order_id)s
+FROM orders o
+WHERE o.order_id = %(order_id)s
+  -- the registry names the partition: an InitPlan, so the executor prunes to that one
+  AND o.created_at = (SELECT r.created_at FROM order_registry r WHERE r.order_id = %(order_id)s)
 """
 SHOW_LINES = """
 SELECT line_no, sku, quantity, unit_price, status, reason FROM order_lines
